@@ -1,0 +1,33 @@
+"""Delivery to WebSocket connections: the Sender port, its boto3 adapter and the local fast path."""
+
+from __future__ import annotations
+
+from wschat.delivery.base import (
+    ConnectionInfo,
+    DeliveryError,
+    FanoutResult,
+    GoneConnection,
+    Sender,
+)
+
+__all__ = ["ConnectionInfo", "DeliveryError", "FanoutResult", "GoneConnection", "Sender", "sender_for"]
+
+_senders: dict[str, Sender] = {}
+
+
+def sender_for(endpoint_url: str) -> Sender:
+    """The sender for one stage's @connections endpoint, built once and reused while warm.
+
+    The local gateway's in-process channel wins when one is registered for the endpoint.
+    """
+    from wschat.delivery import local
+
+    channel = local.channel_for(endpoint_url)
+    if channel is not None:
+        return channel
+    sender = _senders.get(endpoint_url)
+    if sender is None:
+        from wschat.delivery.aws import ApiGatewaySender
+
+        sender = _senders[endpoint_url] = ApiGatewaySender.for_endpoint(endpoint_url)
+    return sender

@@ -1,0 +1,65 @@
+"""Delivery port: posting to WebSocket connections, as API Gateway's @connections API does.
+
+Exception tree::
+
+    DeliveryError            a post, get or delete failed for a reason other than the ones below
+    └── GoneConnection       the connection is closed or unknown (API Gateway's 410 GoneException)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class DeliveryError(Exception):
+    """Posting to, reading or closing a connection failed."""
+
+
+class GoneConnection(DeliveryError):
+    """The connection no longer exists (410 GoneException); its record should be deleted."""
+
+    def __init__(self, connection_id: str) -> None:
+        super().__init__(f"connection {connection_id} is gone")
+        self.connection_id = connection_id
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    """What ``GET @connections/{id}`` tells about a connection."""
+
+    connected_at: str  # ISO 8601, as API Gateway returns ConnectedAt
+    last_active_at: str
+    source_ip: str
+    user_agent: str | None
+
+
+@dataclass(slots=True)
+class FanoutResult:
+    """How one post to many connections went."""
+
+    delivered: int = 0
+    gone: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # connection id -> reason
+
+    def merge(self, other: FanoutResult) -> None:
+        self.delivered += other.delivered
+        self.gone.extend(other.gone)
+        self.failed.update(other.failed)
+
+
+class Sender(Protocol):
+    """Sends to connections of one API stage."""
+
+    def post(self, connection_id: str, data: bytes) -> None:
+        """Send one message; raises GoneConnection or DeliveryError."""
+
+    def post_many(self, connection_ids: Sequence[str], data: bytes) -> FanoutResult:
+        """Send the same bytes to many connections; one recipient's failure never stops the rest."""
+
+    def get(self, connection_id: str) -> ConnectionInfo:
+        """Describe a connection; raises GoneConnection."""
+
+    def delete(self, connection_id: str) -> None:
+        """Close a connection; raises GoneConnection."""
