@@ -26,8 +26,9 @@ _PAGE_SIZE = 1000  # ids read per query while scanning, like a DynamoDB Scan pag
 
 
 class SqliteStore:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, scan_page_size: int | None = None) -> None:
         self.path = str(path)
+        self._scan_page_size = _PAGE_SIZE if scan_page_size is None else scan_page_size
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -60,7 +61,9 @@ class SqliteStore:
         )
 
     def delete_connection(self, connection_id: str) -> None:
-        self._execute('DELETE FROM "websocket-connections" WHERE connectionId = ?', (connection_id,))
+        self._execute(
+            'DELETE FROM "websocket-connections" WHERE connectionId = ?', (connection_id,)
+        )
 
     def get_connection(self, connection_id: str) -> Connection | None:
         rows = self._execute(
@@ -79,11 +82,11 @@ class SqliteStore:
             rows = self._execute(
                 'SELECT connectionId FROM "websocket-connections" WHERE connectionId > ?'
                 " ORDER BY connectionId LIMIT ?",
-                (last, _PAGE_SIZE),
+                (last, self._scan_page_size),
             )
             for (cid,) in rows:
                 yield str(cid)
-            if len(rows) < _PAGE_SIZE:
+            if len(rows) < self._scan_page_size:
                 return
             last = str(rows[-1][0])
 

@@ -1,0 +1,1 @@
+"""The test suite; a package so tests can import shared helpers as ``tests.support``."""
