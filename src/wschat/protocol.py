@@ -42,14 +42,16 @@ class ProtocolError(Exception):
 def parse_frame(body: str | None) -> dict[str, Any]:
     """Decode a client frame into a JSON object, or raise ProtocolError naming the problem."""
     if body is None or body == "":
-        raise ProtocolError(INVALID_JSON, "empty frame: send a JSON object such as "
-                            '{"action": "sendMessage", "message": "hi"}')
+        raise ProtocolError(
+            INVALID_JSON,
+            'empty frame: send a JSON object such as {"action": "sendMessage", "message": "hi"}',
+        )
     try:
         payload = json.loads(body)
     except (ValueError, RecursionError):
         raise ProtocolError(INVALID_JSON, "frame is not valid JSON") from None
     if not isinstance(payload, dict):
-        raise ProtocolError(INVALID_JSON, "frame must be a JSON object with an \"action\" field")
+        raise ProtocolError(INVALID_JSON, 'frame must be a JSON object with an "action" field')
     return payload
 
 

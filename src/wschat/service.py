@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from wschat import ids, protocol
 from wschat.delivery.base import DeliveryError, FanoutResult, GoneConnection, Sender
 from wschat.protocol import ProtocolError
 from wschat.storage.base import Connection, ConnectionStore
+
+
+class Log(Protocol):
+    """What the service needs of a logger: stdlib's and powertools' both fit."""
+
+    def warning(
+        self, msg: str, *args: object, extra: Mapping[str, object] | None = ...
+    ) -> None: ...
 
 
 def _now_ms() -> int:
@@ -32,13 +41,13 @@ class ChatService:
         store: ConnectionStore,
         sender: Sender,
         *,
-        log: logging.Logger | logging.LoggerAdapter[logging.Logger] | None = None,
+        log: Log | None = None,
         now_ms: Callable[[], int] = _now_ms,
         max_message_chars: int = protocol.MAX_MESSAGE_CHARS,
     ) -> None:
         self.store = store
         self.sender = sender
-        self.log = log or logging.getLogger("wschat")
+        self.log: Log = log or logging.getLogger("wschat")
         self.now_ms = now_ms
         self.max_message_chars = max_message_chars
 

@@ -10,7 +10,14 @@ from wschat.delivery.base import (
     Sender,
 )
 
-__all__ = ["ConnectionInfo", "DeliveryError", "FanoutResult", "GoneConnection", "Sender", "sender_for"]
+__all__ = [
+    "ConnectionInfo",
+    "DeliveryError",
+    "FanoutResult",
+    "GoneConnection",
+    "Sender",
+    "sender_for",
+]
 
 _senders: dict[str, Sender] = {}
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 from wschat.delivery.base import ConnectionInfo, DeliveryError, FanoutResult, GoneConnection
@@ -26,6 +27,16 @@ def management_endpoint(domain_name: str, stage: str) -> str:
     if override:
         return override.rstrip("/")
     return f"https://{domain_name}/{stage}"
+
+
+def _iso8601(value: Any) -> str:
+    """botocore parses ``ConnectedAt`` into an aware datetime; ConnectionInfo keeps ISO 8601 in
+    UTC as API Gateway sends it (``str(datetime)`` would give ``2024-05-01 12:00:00+00:00``)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(UTC)
+        return str(value.isoformat(timespec="milliseconds")).replace("+00:00", "Z")
+    return "" if value is None else str(value)
 
 
 def _error_code(exc: Exception) -> str:
@@ -100,11 +111,20 @@ class ApiGatewaySender:
         reply = self._call("get_connection", connection_id)
         identity = reply.get("Identity", {})
         return ConnectionInfo(
-            connected_at=str(reply.get("ConnectedAt", "")),
-            last_active_at=str(reply.get("LastActiveAt", "")),
+            connected_at=_iso8601(reply.get("ConnectedAt")),
+            last_active_at=_iso8601(reply.get("LastActiveAt")),
             source_ip=str(identity.get("SourceIp", "")),
             user_agent=identity.get("UserAgent"),
         )
 
     def delete(self, connection_id: str) -> None:
         self._call("delete_connection", connection_id)
+
+    def close(self) -> None:
+        """Stop the fan-out threads and close the HTTP connections (tests, process shutdown)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        close = getattr(self._client, "close", None)
+        if close is not None:
+            close()

@@ -8,8 +8,6 @@ handlers can import it on AWS at no cost, where no channel is ever registered.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from wschat.delivery.base import ConnectionInfo, FanoutResult, Sender
 
 _channels: dict[str, Sender] = {}
@@ -29,6 +27,11 @@ def channel_for(endpoint_url: str) -> Sender | None:
     return _channels.get(endpoint_url.rstrip("/"))
 
 
-__all__ = ["ConnectionInfo", "FanoutResult", "Sender", "channel_for", "register_channel", "unregister_channel"]
-
-
+__all__ = [
+    "ConnectionInfo",
+    "FanoutResult",
+    "Sender",
+    "channel_for",
+    "register_channel",
+    "unregister_channel",
+]

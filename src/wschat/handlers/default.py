@@ -19,8 +19,10 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         action = protocol.action_of(protocol.parse_frame(ws.body))
         if action is None:
-            raise ProtocolError(protocol.BAD_REQUEST, 'the frame needs an "action" field, one of: '
-                                + ", ".join(KNOWN_ACTIONS))
+            raise ProtocolError(
+                protocol.BAD_REQUEST,
+                'the frame needs an "action" field, one of: ' + ", ".join(KNOWN_ACTIONS),
+            )
         raise ProtocolError(
             protocol.UNKNOWN_ACTION,
             f"unknown action {action[:64]!r}; expected one of: {', '.join(KNOWN_ACTIONS)}",

@@ -8,7 +8,7 @@ from wschat.events import WebSocketEvent
 from wschat.handlers import _runtime
 from wschat.observability import bind_invocation
 from wschat.protocol import UNAVAILABLE, ProtocolError
-from wschat.storage import StoreError
+from wschat.storage import StoreError, StoreUnavailable
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -22,10 +22,14 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         service.reply_error(ws.connection_id, error)
         return _runtime.rejected(400, error)
     except StoreError as exc:
-        error = ProtocolError(UNAVAILABLE, "the chat store is unavailable; try again", "sendMessage")
-        log.error("message not sent: store unavailable", extra={"reason": str(exc)})
-        service.reply_error(ws.connection_id, error)
-        return _runtime.rejected(503, error)
+        # Unavailable: worth retrying. Any other store error is ours to fix, not the sender's.
+        status = 503 if isinstance(exc, StoreUnavailable) else 500
+        log.error("message not sent: store error", extra={"reason": str(exc)})
+        unavailable = ProtocolError(
+            UNAVAILABLE, "the chat store is unavailable; try again", "sendMessage"
+        )
+        service.reply_error(ws.connection_id, unavailable)
+        return _runtime.rejected(status, unavailable)
     result = delivery.result
     log.info(
         "message sent",

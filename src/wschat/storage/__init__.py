@@ -31,7 +31,9 @@ STORE_KINDS = ("dynamodb", "sqlite")
 DEFAULT_TABLE = "websocket-connections"
 
 
-def open_store(kind: str, *, table_name: str = DEFAULT_TABLE, sqlite_path: str | None = None) -> ConnectionStore:
+def open_store(
+    kind: str, *, table_name: str = DEFAULT_TABLE, sqlite_path: str | None = None
+) -> ConnectionStore:
     """Open the store named ``kind`` (one of ``STORE_KINDS``)."""
     if kind == "dynamodb":
         from wschat.storage.dynamodb import DynamoDBStore

@@ -1,0 +1,217 @@
+"""The ``wschat`` command: ``serve`` runs the local gateway; more subcommands join later.
+
+This module only parses arguments and builds a GatewayConfig; the gateway owns the lifecycle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_TEMPLATE = PACKAGE_DIR.parent.parent / "template.yaml"
+WEB_DIR = PACKAGE_DIR / "web"
+
+OWN_ROUTES = [
+    "$connect=wschat.handlers.connect.lambda_handler",
+    "$disconnect=wschat.handlers.disconnect.lambda_handler",
+    "sendMessage=wschat.handlers.send_message.lambda_handler",
+    "$default=wschat.handlers.default.lambda_handler",
+]
+
+
+def _env_pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wschat", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the local API Gateway WebSocket gateway",
+        description="Serve a WebSocket API locally the way API Gateway runs it: routes from a "
+        "SAM/CloudFormation template (default: this project's) or from --route options.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 = any free)")
+    serve.add_argument("--stage", default="local", help="stage name in the URL (default local)")
+    serve.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("WSCHAT_DATA_DIR", "data")),
+        help="where the embedded store and TLS files live (default ./data)",
+    )
+    serve.add_argument(
+        "--store",
+        choices=("sqlite", "dynamodb"),
+        default="sqlite",
+        help="sqlite: embedded file in --data-dir (default); dynamodb: the table named in the "
+        "template, through the standard AWS environment (AWS_ENDPOINT_URL_DYNAMODB, ...)",
+    )
+    source = serve.add_mutually_exclusive_group()
+    source.add_argument("--template", type=Path, help="SAM/CloudFormation template to serve")
+    source.add_argument(
+        "--route",
+        action="append",
+        metavar="KEY=MODULE.FUNCTION",
+        help="a route and its handler, e.g. '$connect=app.on_connect' (repeatable)",
+    )
+    serve.add_argument(
+        "--parameter",
+        action="append",
+        type=_env_pair,
+        default=[],
+        metavar="NAME=VALUE",
+        help="template parameter override (repeatable)",
+    )
+    serve.add_argument("--api", help="logical id of the WebSocket API when a template has several")
+    serve.add_argument(
+        "--env",
+        action="append",
+        type=_env_pair,
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment variable for --route functions (repeatable)",
+    )
+    serve.add_argument(
+        "--code-dir",
+        type=Path,
+        default=Path.cwd(),
+        help="code directory for --route functions (default: current directory)",
+    )
+    serve.add_argument("--route-selection-expression", default="$request.body.action")
+    serve.add_argument(
+        "--function-timeout",
+        type=float,
+        default=3.0,
+        help="timeout of --route functions in seconds (Lambda's default: 3)",
+    )
+    serve.add_argument(
+        "--tls", action="store_true", help="serve wss:// and https:// with a local CA"
+    )
+    serve.add_argument("--idle-timeout", type=float, default=600.0, help="seconds (default 600)")
+    serve.add_argument("--max-duration", type=float, default=7200.0, help="seconds (default 7200)")
+    serve.add_argument(
+        "--integration-timeout", type=float, default=29.0, help="seconds (default 29)"
+    )
+    serve.add_argument("--max-message-bytes", type=int, default=128 * 1024)
+    serve.add_argument("--max-frame-bytes", type=int, default=32 * 1024)
+    serve.add_argument(
+        "--concurrency",
+        type=int,
+        default=2,
+        help="warm execution environments per function, at most (default 2)",
+    )
+    serve.add_argument("--log-level", default=os.environ.get("WSCHAT_LOG_LEVEL", "INFO"))
+    return parser
+
+
+def _load_api(args: argparse.Namespace) -> object:
+    from wschat.gateway import template
+
+    if args.route:
+        return template.api_from_routes(
+            args.route,
+            environment=dict(args.env),
+            code_dir=args.code_dir.resolve(),
+            timeout=args.function_timeout,
+            route_selection_expression=args.route_selection_expression,
+        )
+    path = args.template or (REPO_TEMPLATE if REPO_TEMPLATE.exists() else None)
+    if path is not None:
+        return template.load_api(path, parameters=dict(args.parameter), api_name=args.api)
+    # Installed without the repository: serve our own handlers from the installed package.
+    return template.api_from_routes(
+        OWN_ROUTES,
+        environment={"WEBSOCKET_TABLE": "websocket-connections"},
+        code_dir=PACKAGE_DIR.parent,
+        timeout=10.0,
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    from wschat.gateway import core, tls
+    from wschat.gateway.server import Gateway, GatewayConfig
+    from wschat.gateway.spec import ApiSpec
+    from wschat.gateway.template import TemplateError
+
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)-5s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        api = _load_api(args)
+    except (TemplateError, OSError) as exc:
+        print(f"wschat serve: {exc}", file=sys.stderr)
+        return 2
+    assert isinstance(api, ApiSpec)
+    data_dir: Path = args.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    function_env = {"WSCHAT_STORE": args.store}
+    if args.store == "sqlite":
+        function_env["WSCHAT_SQLITE_PATH"] = str(data_dir / "wschat.sqlite3")
+    config = GatewayConfig(
+        api=api,
+        host=args.host,
+        port=args.port,
+        stage=args.stage,
+        limits=core.Limits(
+            max_message_bytes=args.max_message_bytes,
+            max_frame_bytes=args.max_frame_bytes,
+            idle_timeout=args.idle_timeout,
+            max_connection_duration=args.max_duration,
+            integration_timeout=args.integration_timeout,
+        ),
+        static_dir=WEB_DIR,
+        function_env=function_env,
+        max_workers_per_function=args.concurrency,
+    )
+    if args.tls:
+        files = tls.ensure_certificates(data_dir / "tls")
+        config.ssl_context = files.server_context()
+        config.ca_bundle = files.ca_cert
+
+    async def main() -> None:
+        gateway = Gateway(config)
+        await gateway.start()
+        print(f"wschat gateway ({api.name}, {len(api.routes)} routes, store: {args.store})")
+        print(f"  WebSocket:   {gateway.websocket_url}")
+        print(f"  @connections: {gateway.management_url}/@connections/{{connectionId}}")
+        print(f"  Chat page:   {gateway.page_url}")
+        if config.ca_bundle is not None:
+            print(f"  CA bundle:   {config.ca_bundle}")
+        print("Press Ctrl+C to stop.", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await gateway.serve_forever(stop)
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        print(f"wschat serve: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Just enough HTTP/1.1 for the gateway's one port: request heads, bodies, plain responses.
+
+The port serves WebSocket upgrades (handed to websockets' Sans-I/O protocol), the @connections
+management API, and the chat page's static files.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from http import HTTPStatus
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+MAX_HEAD_BYTES = 16 * 1024
+MAX_BODY_BYTES = 256 * 1024
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Request:
+    method: str
+    target: str
+    version: str
+    headers: list[tuple[str, str]]
+    head: bytes  # the raw head, replayed into websockets for an upgrade
+    body: bytes = b""
+    path: str = ""  # percent-decoded
+    raw_path: str = ""
+    query: list[tuple[str, str]] = field(default_factory=list)
+
+    def header(self, name: str) -> str | None:
+        lowered = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lowered:
+                return value
+        return None
+
+    @property
+    def is_websocket_upgrade(self) -> bool:
+        upgrade = (self.header("Upgrade") or "").lower()
+        return self.method == "GET" and upgrade == "websocket"
+
+    @property
+    def keep_alive(self) -> bool:
+        connection = (self.header("Connection") or "").lower()
+        if self.version == "HTTP/1.0":
+            return "keep-alive" in connection
+        return "close" not in connection
+
+
+def parse_head(buffer: bytes | bytearray) -> tuple[Request, int] | None:
+    """Parse a request head from ``buffer``: (request without body, head length) or None if
+    more bytes are needed. Raises BadRequest on garbage."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buffer) > MAX_HEAD_BYTES:
+            raise BadRequest(431, "request head too large")
+        return None
+    head = bytes(buffer[: end + 4])
+    try:
+        text = head.decode("latin-1")
+        lines = text.split("\r\n")
+        method, target, version = lines[0].split(" ")
+    except ValueError:
+        raise BadRequest(400, "malformed request line") from None
+    if not version.startswith("HTTP/1.") or not method.isalpha():
+        raise BadRequest(400, "malformed request line")
+    headers = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise BadRequest(400, "malformed header line")
+        headers.append((name, value.strip()))
+    parts = urlsplit(target)
+    request = Request(
+        method=method,
+        target=target,
+        version=version,
+        headers=headers,
+        head=head,
+        path=unquote(parts.path),
+        raw_path=parts.path,
+        query=parse_qsl(parts.query, keep_blank_values=True),
+    )
+    return request, len(head)
+
+
+def body_length(request: Request) -> int:
+    if request.header("Transfer-Encoding"):
+        raise BadRequest(411, "chunked bodies are not supported; send Content-Length")
+    raw = request.header("Content-Length") or "0"
+    if not raw.isdigit():
+        raise BadRequest(400, "invalid Content-Length")
+    length = int(raw)
+    if length > MAX_BODY_BYTES:
+        raise BadRequest(413, "request body too large")
+    return length
+
+
+def response(
+    status: int,
+    body: bytes = b"",
+    *,
+    content_type: str = "application/json",
+    headers: dict[str, str] | None = None,
+    keep_alive: bool = True,
+) -> bytes:
+    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Unknown"
+    lines = [
+        f"HTTP/1.1 {status} {phrase}",
+        f"Date: {formatdate(usegmt=True)}",
+        f"Content-Length: {len(body)}",
+        "Connection: keep-alive" if keep_alive else "Connection: close",
+    ]
+    if body or status not in (204, 304):
+        lines.append(f"Content-Type: {content_type}")
+    for name, value in (headers or {}).items():
+        lines.append(f"{name}: {value}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
+def json_response(status: int, payload: object, **kwargs: object) -> bytes:
+    return response(status, json.dumps(payload).encode(), **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,75 @@
+"""The @connections management API, over HTTP and over the workers' fast path.
+
+HTTP: ``POST|GET|DELETE /{stage}/@connections/{connectionId}``, with API Gateway's status codes
+and error shapes (the error name in ``x-amzn-ErrorType``, as boto3's rest-json parser reads it),
+so boto3's ``apigatewaymanagementapi`` client works against the gateway unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from wschat.gateway import http, ipc
+from wschat.gateway.connection import frame_for
+
+if TYPE_CHECKING:
+    from wschat.gateway.server import Gateway
+
+
+def _error(status: int, error_type: str, message: str | None) -> bytes:
+    return http.json_response(
+        status, {"message": message}, headers={"x-amzn-ErrorType": error_type}
+    )
+
+
+def handle_request(gateway: Gateway, request: http.Request, prefix: str) -> bytes:
+    # Split the raw path: an id may hold characters that arrive percent-encoded.
+    raw_id = request.raw_path[len(prefix) :]
+    connection_id = unquote(raw_id[1:]) if raw_id.startswith("/") else ""
+    if not connection_id or "/" in raw_id[1:]:
+        return _error(404, "NotFoundException", "Not Found")
+    if request.method == "POST":
+        if len(request.body) > gateway.config.limits.max_message_bytes:
+            return _error(413, "PayloadTooLargeException", "Message too long")
+        if gateway.post_to_connection(connection_id, frame_for(request.body)):
+            return http.response(200, b"")
+        return _error(410, "GoneException", None)
+    if request.method == "GET":
+        description = gateway.connection_description(connection_id)
+        if description is None:
+            return _error(410, "GoneException", None)
+        return http.json_response(200, description)
+    if request.method == "DELETE":
+        if gateway.delete_connection(connection_id):
+            return http.response(204, b"")
+        return _error(410, "GoneException", None)
+    return _error(405, "MethodNotAllowedException", f"{request.method} is not supported")
+
+
+def handle_channel_call(gateway: Gateway, message: dict[str, Any]) -> dict[str, Any]:
+    """A worker's fast-path call: post the same frame to many connections in one go."""
+    op = message.get("op")
+    if op == "post_many":
+        frame = frame_for(ipc.unpack_data(message))
+        delivered = 0
+        gone = []
+        for connection_id in message.get("ids", []):
+            if gateway.post_to_connection(connection_id, frame):
+                delivered += 1
+            else:
+                gone.append(connection_id)
+        return {"delivered": delivered, "gone": gone, "failed": {}}
+    if op == "get":
+        description = gateway.connection_description(str(message.get("connection_id")))
+        if description is None:
+            return {"gone": True}
+        return {
+            "connected_at": description["ConnectedAt"],
+            "last_active_at": description["LastActiveAt"],
+            "source_ip": description["Identity"]["SourceIp"],
+            "user_agent": description["Identity"].get("UserAgent"),
+        }
+    if op == "delete":
+        return {"gone": not gateway.delete_connection(str(message.get("connection_id")))}
+    return {"error": f"unknown call {op!r}"}

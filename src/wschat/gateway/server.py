@@ -1,0 +1,353 @@
+"""The local gateway's lifecycle and pipeline: connections in, Lambda invocations out.
+
+``Gateway`` owns the listening socket, the open WebSocket connections, the function pools and
+the timers for API Gateway's idle and maximum-duration limits. ``core`` decides what API Gateway
+would do; this module does it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import mimetypes
+import os
+import ssl
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from wschat.gateway import core, http, management
+from wschat.gateway.connection import ClientProtocol, WebSocketConnection, frame_for
+from wschat.gateway.spec import ApiSpec, FunctionSpec, RouteSpec
+from wschat.gateway.workers import FunctionPool, InvocationResult
+
+log = logging.getLogger("wschat.gateway")
+
+
+@dataclass
+class GatewayConfig:
+    api: ApiSpec
+    host: str = "127.0.0.1"
+    port: int = 8000
+    stage: str = "local"
+    api_id: str = "local"
+    limits: core.Limits = field(default_factory=core.Limits)
+    ssl_context: ssl.SSLContext | None = None
+    ca_bundle: Path | None = None  # handed to functions as AWS_CA_BUNDLE with --tls
+    static_dir: Path | None = None
+    function_env: dict[str, str] = field(default_factory=dict)  # added to every function
+    max_workers_per_function: int = 2
+    shutdown_timeout: float = 10.0
+
+
+def _iso(epoch_seconds: float) -> str:
+    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.connections: dict[str, WebSocketConnection] = {}
+        self.clients: set[ClientProtocol] = set()
+        self.pools: dict[str, FunctionPool] = {}
+        self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self._disconnects: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.port = config.port
+        self.accepting = False
+
+    # --- addresses ---------------------------------------------------------------------------
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.config.ssl_context else "http"
+
+    @property
+    def domain_name(self) -> str:
+        return f"{self.config.host}:{self.port}"
+
+    @property
+    def websocket_url(self) -> str:
+        ws = "wss" if self.config.ssl_context else "ws"
+        return f"{ws}://{self.domain_name}/{self.config.stage}"
+
+    @property
+    def management_url(self) -> str:
+        return f"{self.scheme}://{self.domain_name}/{self.config.stage}"
+
+    @property
+    def page_url(self) -> str:
+        return f"{self.scheme}://{self.domain_name}/"
+
+    @property
+    def stage_info(self) -> core.StageInfo:
+        return core.StageInfo(self.config.api_id, self.config.stage, self.domain_name)
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run a per-connection task, holding a reference until it ends."""
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: ClientProtocol(self),
+            self.config.host,
+            self.config.port,
+            ssl=self.config.ssl_context,
+            backlog=4096,
+            reuse_address=True,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        for function in self.config.api.functions:
+            self.pools[function.name] = FunctionPool(
+                function,
+                self._function_env(function),
+                self.handle_channel_call,
+                max_workers=self.config.max_workers_per_function,
+            )
+        results = await asyncio.gather(
+            *(pool.warm_up() for pool in self.pools.values()), return_exceptions=True
+        )
+        for pool, result in zip(self.pools.values(), results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("function %s could not start: %s", pool.function.name, result)
+        self._sweeper = asyncio.create_task(self._sweep())
+        self.accepting = True
+
+    def _function_env(self, function: FunctionSpec) -> dict[str, str]:
+        env = dict(os.environ)
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
+        # What Lambda sets in every execution environment.
+        env.update(
+            {
+                "AWS_REGION": region,
+                "AWS_DEFAULT_REGION": region,
+                "AWS_LAMBDA_FUNCTION_NAME": function.name,
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_mb),
+                "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+                "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+                "LAMBDA_TASK_ROOT": str(function.code_dir),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        # boto3 needs credentials to sign; Lambda always has some.
+        env.setdefault("AWS_ACCESS_KEY_ID", "local")
+        env.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+        # Clients created without an endpoint_url reach this gateway's @connections API.
+        env["AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI"] = self.management_url
+        if self.config.ca_bundle is not None:
+            env["AWS_CA_BUNDLE"] = str(self.config.ca_bundle)
+        # The local fast path answers for both ways a handler may name this stage's endpoint.
+        env["WSCHAT_WORKER_ENDPOINTS"] = ",".join(
+            [self.management_url, f"https://{self.domain_name}/{self.config.stage}"]
+        )
+        env.update(function.environment)
+        env.update(self.config.function_env)
+        return env
+
+    async def serve_forever(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Stop accepting, close every connection with $disconnect, then stop the functions."""
+        self.accepting = False
+        if self._server is not None:
+            self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for ws in list(self.connections.values()):
+            ws.close(1001, "Going away")
+        deadline = time.monotonic() + self.config.shutdown_timeout
+        while (self.connections or self._disconnects) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        for client in list(self.clients):
+            client.abort()
+        if self._disconnects:
+            await asyncio.wait(
+                list(self._disconnects), timeout=max(0.1, deadline - time.monotonic())
+            )
+        await asyncio.gather(*(pool.stop() for pool in self.pools.values()), return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+        log.info("gateway stopped")
+
+    async def _sweep(self) -> None:
+        limits = self.config.limits
+        interval = max(0.05, min(5.0, limits.idle_timeout / 4, limits.max_connection_duration / 4))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for ws in list(self.connections.values()):
+                if (
+                    now - ws.opened_at >= limits.max_connection_duration
+                    or now - ws.last_active >= limits.idle_timeout
+                ):
+                    ws.close(1001, "Going away")
+
+    # --- invocations -------------------------------------------------------------------------
+
+    async def invoke(self, route: RouteSpec, event: dict[str, Any]) -> InvocationResult:
+        pool = self.pools[route.function.name]
+        request_id = str(event["requestContext"]["requestId"])
+        result = await pool.invoke(event, request_id)
+        context = event["requestContext"]
+        status = core.status_of(result.value) if result.ok else 500
+        log.info(
+            "%s %s %s %s %.1fms",
+            context["connectionId"],
+            route.route_key,
+            route.function.name,
+            status if result.ok else result.error_type,
+            result.duration_ms,
+        )
+        if not result.ok and result.error:
+            log.error(
+                "%s failed: %s: %s\n%s",
+                route.function.name,
+                result.error.get("errorType"),
+                result.error.get("errorMessage"),
+                "".join(result.error.get("stackTrace") or []),
+            )
+        return result
+
+    async def authorize_connection(
+        self, ws: WebSocketConnection, request: http.Request
+    ) -> tuple[int, dict[str, str]]:
+        """Run ``$connect``; its status decides the handshake (non-2xx refuses it)."""
+        if not self.accepting:
+            return 503, {}
+        route = self.config.api.routes.get(core.CONNECT)
+        if route is None:
+            return 200, {}
+        event = core.connect_event(self.stage_info, ws.info, int(time.time() * 1000))
+        result = await self._invoke_within_integration_timeout(route, event)
+        if result is None:
+            return 504, {}
+        if not result.ok:
+            return 500, {}
+        return core.status_of(result.value), core.connect_response_headers(result.value)
+
+    async def _invoke_within_integration_timeout(
+        self, route: RouteSpec, event: dict[str, Any]
+    ) -> InvocationResult | None:
+        """The invocation's result, or None when API Gateway would have stopped waiting (29 s);
+        the function itself runs on until its own timeout, as on AWS."""
+        task = asyncio.ensure_future(self.invoke(route, event))
+        done, _ = await asyncio.wait({task}, timeout=self.config.limits.integration_timeout)
+        return task.result() if done else None
+
+    def connection_opened(self, ws: WebSocketConnection) -> None:
+        self.connections[ws.connection_id] = ws
+        log.info("%s connected from %s", ws.connection_id, ws.info.source_ip)
+
+    def connection_closed(self, ws: WebSocketConnection, code: int, reason: str) -> None:
+        self.connections.pop(ws.connection_id, None)
+        log.info("%s disconnected (%s %s)", ws.connection_id, code, reason)
+        route = self.config.api.routes.get(core.DISCONNECT)
+        if route is None:
+            return
+        event = core.disconnect_event(
+            self.stage_info, ws.info, code, reason, int(time.time() * 1000)
+        )
+        task = asyncio.ensure_future(self._run_disconnect(route, event))
+        self._disconnects.add(task)
+        task.add_done_callback(self._disconnects.discard)
+
+    async def _run_disconnect(self, route: RouteSpec, event: dict[str, Any]) -> None:
+        await self.invoke(route, event)
+
+    async def route_message(self, ws: WebSocketConnection, body: str | bytes) -> None:
+        route = core.select_route(self.config.api, body)
+        now_ms = int(time.time() * 1000)
+        ws.info.last_active_ms = now_ms
+        if route is None:
+            # No matching route and no $default: API Gateway answers Forbidden.
+            reply = core.error_reply(core.FORBIDDEN, ws.connection_id, core.new_request_id())
+            ws.write_frame(frame_for(reply))
+            log.info("%s no route: Forbidden", ws.connection_id)
+            return
+        event = core.message_event(self.stage_info, ws.info, route.route_key, body, now_ms)
+        request_id = event["requestContext"]["requestId"]
+        result = await self._invoke_within_integration_timeout(route, event)
+        if result is None:
+            ws.write_frame(
+                frame_for(core.error_reply(core.TIMED_OUT, ws.connection_id, request_id))
+            )
+        elif not result.ok:
+            reply = core.error_reply(core.INTERNAL_SERVER_ERROR, ws.connection_id, request_id)
+            ws.write_frame(frame_for(reply))
+        elif route.two_way:
+            body_out = core.route_response_body(result.value)
+            if body_out is not None:
+                ws.write_frame(frame_for(body_out.encode("utf-8")))
+
+    # --- the @connections API and the fast path -----------------------------------------------
+
+    def post_to_connection(self, connection_id: str, frame: bytes) -> bool:
+        ws = self.connections.get(connection_id)
+        return ws is not None and ws.write_frame(frame)
+
+    def connection_description(self, connection_id: str) -> dict[str, Any] | None:
+        ws = self.connections.get(connection_id)
+        if ws is None:
+            return None
+        last_active = time.time() - (time.monotonic() - ws.last_active)
+        identity: dict[str, Any] = {"SourceIp": ws.info.source_ip}
+        if ws.info.user_agent:
+            identity["UserAgent"] = ws.info.user_agent
+        return {
+            "ConnectedAt": _iso(ws.info.connected_at_ms / 1000),
+            "Identity": identity,
+            "LastActiveAt": _iso(last_active),
+        }
+
+    def delete_connection(self, connection_id: str) -> bool:
+        ws = self.connections.get(connection_id)
+        if ws is None:
+            return False
+        ws.close(1000, "")
+        return True
+
+    def handle_channel_call(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A function worker's fast-path call, answered without leaving the event loop."""
+        return management.handle_channel_call(self, message)
+
+    async def handle_http(self, request: http.Request, peer: str) -> bytes:
+        stage_prefix = f"/{self.config.stage}/@connections"
+        if request.raw_path.startswith(stage_prefix + "/") or request.raw_path == stage_prefix:
+            return management.handle_request(self, request, stage_prefix)
+        if request.method in ("GET", "HEAD"):
+            return self._static(request)
+        return http.json_response(404, {"message": "Not Found"})
+
+    def _static(self, request: http.Request) -> bytes:
+        if request.path == "/healthz":
+            return http.json_response(200, {"status": "ok", "connections": len(self.connections)})
+        static_dir = self.config.static_dir
+        if static_dir is None:
+            return http.json_response(404, {"message": "Not Found"})
+        relative = request.path.lstrip("/") or "index.html"
+        root = static_dir.resolve()
+        target = (root / relative).resolve()
+        if (root not in target.parents and target != root) or not target.is_file():
+            return http.json_response(404, {"message": "Not Found"})
+        content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        if content_type.startswith("text/") or content_type.endswith("javascript"):
+            content_type += "; charset=utf-8"
+        body = target.read_bytes()
+        headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+        if request.method == "HEAD":
+            return http.response(200, b"", content_type=content_type, headers=headers)
+        return http.response(200, body, content_type=content_type, headers=headers)

@@ -1,0 +1,418 @@
+"""Reads an ApiSpec from a SAM or CloudFormation template, or from ``--route`` options.
+
+A template is read the way API Gateway wires it: the ``AWS::ApiGatewayV2::Api`` with
+ProtocolType WEBSOCKET, its ``Route`` resources, each route's ``Target`` ("integrations/<id>"),
+that integration's ``IntegrationUri`` (a Lambda invocation URI) and the function behind it, with
+SAM's ``Globals.Function`` merged in. Intrinsic functions resolve to local stand-ins (see
+``intrinsics``). Anything that cannot run locally is a ``TemplateError`` naming the template and
+the logical id at fault.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from wschat.gateway.intrinsics import FUNCTION_TYPES, Resolver, TemplateError
+from wschat.gateway.spec import (
+    DEFAULT_MEMORY_MB,
+    DEFAULT_ROUTE_SELECTION,
+    DEFAULT_TIMEOUT_SECONDS,
+    ApiSpec,
+    FunctionSpec,
+    RouteSpec,
+)
+
+__all__ = [
+    "CloudFormationLoader",
+    "TemplateError",
+    "api_from_routes",
+    "load_api",
+    "parse_route_option",
+    "read_template",
+]
+
+_API: Final = "AWS::ApiGatewayV2::Api"
+_ROUTE: Final = "AWS::ApiGatewayV2::Route"
+_ROUTE_RESPONSE: Final = "AWS::ApiGatewayV2::RouteResponse"
+_INTEGRATION: Final = "AWS::ApiGatewayV2::Integration"
+_SAM_FUNCTION: Final = "AWS::Serverless::Function"
+# arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/{function arn}/invocations
+_INVOCATION_URI: Final = re.compile(
+    r"^arn:[^:]+:apigateway:[^:]*:lambda:path/[^/]+/functions/(.+)/invocations$"
+)
+_FUNCTION_ARN: Final = re.compile(r"^arn:[^:]+:lambda:[^:]*:[^:]*:function:([^:]+)(?::[^:]+)?$")
+_FUNCTION_PROPERTIES: Final = frozenset(
+    {"Handler", "Runtime", "CodeUri", "InlineCode", "Code"}
+    | {"PackageType", "Timeout", "MemorySize", "Environment"}
+)
+_HANDLER: Final = re.compile(r"^[\w/.-]+\.[A-Za-z_]\w*$")
+
+
+class CloudFormationLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short-form tags (!Ref, !GetAtt, !Sub, ...) read into their
+    long forms ({"Ref": ...}, {"Fn::GetAtt": [...]}, ...). Timestamps stay strings, as
+    CloudFormation passes them."""
+
+    yaml_implicit_resolvers = {
+        first: [(tag, regexp) for tag, regexp in resolvers if not tag.endswith(":timestamp")]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+
+def _construct_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        assert isinstance(node, yaml.MappingNode)
+        value = loader.construct_mapping(node, deep=True)
+    if suffix in ("Ref", "Condition"):
+        return {suffix: value}
+    if suffix == "GetAtt" and isinstance(value, str):
+        logical_id, dot, attribute = value.partition(".")
+        if not dot:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"!GetAtt {value!r} must be LogicalId.Attribute", node.start_mark
+            )
+        value = [logical_id, attribute]
+    return {f"Fn::{suffix}": value}
+
+
+_SHORT_FORMS: Final = (
+    {"Ref", "Condition", "GetAtt", "Sub", "Join", "Select", "Split", "If", "Equals", "Not"}
+    | {"And", "Or", "FindInMap", "ImportValue", "Base64", "GetAZs", "Cidr", "Length"}
+    | {"ToJsonString", "Transform"}
+)
+
+
+def _constructor(suffix: str) -> Callable[[yaml.SafeLoader, yaml.Node], dict[str, Any]]:
+    return lambda loader, node: _construct_tag(loader, suffix, node)
+
+
+for _suffix in _SHORT_FORMS:
+    CloudFormationLoader.add_constructor(f"!{_suffix}", _constructor(_suffix))
+
+
+def read_template(path: Path) -> dict[str, Any]:
+    """The template at ``path`` (YAML or JSON) as plain data, intrinsics in long form."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TemplateError(f"{path}: cannot read template: {exc.strerror or exc}") from exc
+    try:
+        if text.lstrip().startswith("{"):
+            data = json.loads(text)
+        else:
+            data = yaml.load(text, Loader=CloudFormationLoader)  # a SafeLoader
+    except (ValueError, yaml.YAMLError) as exc:
+        raise TemplateError(f"{path}: not a valid template: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("Resources"), dict):
+        raise TemplateError(f"{path}: not a CloudFormation template (no Resources mapping)")
+    return data
+
+
+def load_api(
+    path: str | Path,
+    *,
+    parameters: dict[str, str] | None = None,
+    api_name: str | None = None,
+) -> ApiSpec:
+    """The WebSocket API in the template at ``path``; ``api_name`` (a logical id) picks one when
+    the template has several, ``parameters`` override the template's Parameters."""
+    path = Path(path)
+    return _TemplateReader(path, read_template(path), parameters).api(api_name)
+
+
+class _TemplateReader:
+    def __init__(
+        self, path: Path, template: dict[str, Any], parameters: dict[str, str] | None
+    ) -> None:
+        self.source = str(path)
+        self.directory = path.resolve().parent
+        self.resolver = Resolver(template, source=self.source, parameters=parameters)
+        self.resources = self.resolver.resources
+        sam_globals = (template.get("Globals") or {}).get("Function") or {}
+        self.function_globals: dict[str, Any] = sam_globals if isinstance(sam_globals, dict) else {}
+        self.functions: dict[str, FunctionSpec] = {}
+
+    def error(self, where: str, message: str) -> TemplateError:
+        return self.resolver.error(where, message)
+
+    def of_type(self, kind: str) -> dict[str, dict[str, Any]]:
+        """Resources of one type, logical id to Properties."""
+        return {
+            logical_id: resource.get("Properties") or {}
+            for logical_id, resource in self.resources.items()
+            if resource["Type"] == kind
+        }
+
+    def api(self, api_name: str | None) -> ApiSpec:
+        websocket = {
+            logical_id: properties
+            for logical_id, properties in self.of_type(_API).items()
+            if self.resolver.resolve(properties.get("ProtocolType"), f"API {logical_id}")
+            == "WEBSOCKET"
+        }
+        names = ", ".join(websocket) or "none"
+        if api_name is not None and api_name not in websocket:
+            raise TemplateError(
+                f"{self.source}: no WebSocket API {api_name!r} (WebSocket APIs: {names})"
+            )
+        if api_name is None and len(websocket) != 1:
+            if not websocket:
+                raise TemplateError(
+                    f"{self.source}: no {_API} with ProtocolType WEBSOCKET in Resources"
+                )
+            raise TemplateError(
+                f"{self.source}: several WebSocket APIs ({names}); pick one by logical id"
+            )
+        logical_id = api_name or next(iter(websocket))
+        properties = websocket[logical_id]
+        where = f"API {logical_id}"
+        api_id = self.resolver.physical_id(logical_id, where)
+        selection = properties.get("RouteSelectionExpression", DEFAULT_ROUTE_SELECTION)
+        name = properties.get("Name", logical_id)
+        routes = self.routes(api_id)
+        if not routes:
+            raise self.error(where, f"the API has no {_ROUTE} resources")
+        return ApiSpec(
+            name=self.resolver.resolve_string(name, where, "Name"),
+            routes=routes,
+            route_selection_expression=self.resolver.resolve_string(
+                selection, where, "RouteSelectionExpression"
+            ),
+        )
+
+    def belongs(self, properties: dict[str, Any], api_id: str, where: str) -> bool:
+        return bool(self.resolver.resolve(properties.get("ApiId"), where) == api_id)
+
+    def routes(self, api_id: str) -> dict[str, RouteSpec]:
+        # A route answers its caller when it has a route response (API Gateway's "two-way").
+        answered = {
+            self.resolver.resolve(properties.get("RouteId"), f"route response {logical_id}")
+            for logical_id, properties in self.of_type(_ROUTE_RESPONSE).items()
+            if self.belongs(properties, api_id, f"route response {logical_id}")
+        }
+        routes: dict[str, RouteSpec] = {}
+        for logical_id, properties in self.of_type(_ROUTE).items():
+            where = f"route {logical_id}"
+            if not self.belongs(properties, api_id, where):
+                continue
+            route_key = self.resolver.resolve_string(properties.get("RouteKey"), where, "RouteKey")
+            if route_key in routes:
+                raise self.error(where, f"route key {route_key!r} is declared twice")
+            two_way = bool(properties.get("RouteResponseSelectionExpression")) or (
+                self.resolver.physical_id(logical_id, where) in answered
+            )
+            function = self.function(self.integration_of(logical_id, properties))
+            routes[route_key] = RouteSpec(route_key, function, two_way=two_way)
+        return routes
+
+    def integration_of(self, logical_id: str, properties: dict[str, Any]) -> str:
+        """The logical id of the function behind a route's integration."""
+        where = f"route {logical_id}"
+        if properties.get("Target") is None:
+            raise self.error(where, "has no Target, so nothing handles it")
+        target = self.resolver.resolve_string(properties["Target"], where, "Target")
+        integration_id = target.removeprefix("integrations/")
+        if integration_id == target:
+            raise self.error(where, f"Target {target!r} is not integrations/<IntegrationId>")
+        resource = self.resources.get(integration_id)
+        if resource is None:
+            raise TemplateError(
+                f"{self.source}: route {logical_id} targets integration {integration_id!r}"
+                " which is not in Resources"
+            )
+        if resource["Type"] != _INTEGRATION:
+            raise self.error(where, f"Target {integration_id} is a {resource['Type']}")
+        where = f"integration {integration_id}"
+        integration = resource.get("Properties") or {}
+        kind = self.resolver.resolve(integration.get("IntegrationType"), where)
+        if kind != "AWS_PROXY":
+            raise self.error(
+                where, f"IntegrationType {kind} is not run locally; only AWS_PROXY (Lambda proxy)"
+            )
+        uri = self.resolver.resolve_string(integration.get("IntegrationUri"), where, "URI")
+        invocation = _INVOCATION_URI.match(uri)
+        function_arn = _FUNCTION_ARN.match(invocation.group(1) if invocation else uri)
+        if function_arn is None:
+            raise self.error(where, f"IntegrationUri {uri!r} does not invoke a Lambda function")
+        function_name = function_arn.group(1)
+        for function_id, resource in self.resources.items():
+            if resource["Type"] in FUNCTION_TYPES and function_name == self.function_name(
+                function_id
+            ):
+                return function_id
+        raise self.error(where, f"IntegrationUri invokes {function_name!r}, not in this template")
+
+    def function_name(self, logical_id: str) -> str | None:
+        """A function's name as its ARN carries it, None when it cannot be known locally (then
+        no integration can be shown to invoke it)."""
+        try:
+            return self.resolver.physical_id(logical_id, f"function {logical_id}")
+        except TemplateError:
+            return None
+
+    def function(self, logical_id: str) -> FunctionSpec:
+        if logical_id not in self.functions:
+            self.functions[logical_id] = self.read_function(logical_id)
+        return self.functions[logical_id]
+
+    def read_function(self, logical_id: str) -> FunctionSpec:
+        resource = self.resources[logical_id]
+        where = f"function {logical_id}"
+        properties: dict[str, Any] = resource.get("Properties") or {}
+        if resource["Type"] == _SAM_FUNCTION:
+            properties = _merge(self.function_globals, properties)
+        # Only what runs locally is resolved: Policies, Role or VpcConfig may hold values that
+        # exist only on AWS (Fn::ImportValue) and must not stop a local run.
+        value = self.resolver.resolve(
+            {key: item for key, item in properties.items() if key in _FUNCTION_PROPERTIES}, where
+        )
+        if value.get("PackageType") == "Image":
+            raise self.error(where, "container image functions are not run locally")
+        runtime = value.get("Runtime")
+        if runtime is not None and not str(runtime).startswith("python"):
+            raise self.error(where, f"Runtime {runtime} is not Python")
+        handler = value.get("Handler")
+        if not isinstance(handler, str):
+            raise self.error(where, "has no Handler")
+        environment = value.get("Environment") or {}
+        variables = environment.get("Variables") if isinstance(environment, dict) else None
+        if not isinstance(variables or {}, dict):
+            raise self.error(where, "Environment.Variables must be a mapping")
+        return FunctionSpec(
+            name=logical_id,
+            handler=_check_handler(handler, f"{self.source}: {where}"),
+            code_dir=self.code_dir(resource["Type"], value, where),
+            environment={
+                str(key): self.resolver.stringify(item, where, f"environment variable {key}")
+                for key, item in (variables or {}).items()
+            },
+            timeout=self.number(value, "Timeout", DEFAULT_TIMEOUT_SECONDS, where),
+            memory_mb=int(self.number(value, "MemorySize", DEFAULT_MEMORY_MB, where)),
+        )
+
+    def number(self, properties: dict[str, Any], key: str, default: float, where: str) -> float:
+        value = properties.get(key, default)
+        try:
+            number = float(self.resolver.stringify(value, where, key))
+        except ValueError:
+            raise self.error(where, f"{key} {value!r} is not a number") from None
+        if number <= 0:
+            raise self.error(where, f"{key} {value!r} must be positive")
+        return number
+
+    def code_dir(self, kind: str, properties: dict[str, Any], where: str) -> Path:
+        if kind == _SAM_FUNCTION:
+            if "InlineCode" in properties:
+                return _inline_code_dir(
+                    self.resolver.stringify(properties["InlineCode"], where, "InlineCode")
+                )
+            code = properties.get("CodeUri", ".")  # SAM CLI's default too
+            if not isinstance(code, str):
+                raise self.error(
+                    where,
+                    f"CodeUri {code!r} is in S3; point CodeUri at the local source directory",
+                )
+        else:
+            code = properties.get("Code")
+            if isinstance(code, dict) and "ZipFile" in code:
+                return _inline_code_dir(self.resolver.stringify(code["ZipFile"], where, "ZipFile"))
+            if not isinstance(code, str):
+                raise self.error(
+                    where,
+                    f"Code {code!r} is not local; set Code to the source directory's path"
+                    " (as `aws cloudformation package` takes it) or use ZipFile",
+                )
+        directory = (self.directory / code).resolve()
+        if not directory.is_dir():
+            raise self.error(where, f"code directory {code!r} does not exist ({directory})")
+        return directory
+
+
+def _merge(defaults: Any, overrides: Any) -> Any:
+    """SAM's Globals merge: mappings merge key by key, anything else the function's own wins."""
+    if not isinstance(defaults, dict) or not isinstance(overrides, dict):
+        return overrides
+    if any(key == "Ref" or str(key).startswith("Fn::") for key in (*defaults, *overrides)):
+        return overrides  # an intrinsic is a value, not a mapping to merge into
+    merged = dict(defaults)
+    for key, value in overrides.items():
+        merged[key] = _merge(defaults[key], value) if key in defaults else value
+    return merged
+
+
+def _inline_code_dir(source: str) -> Path:
+    """Inline code (ZipFile, InlineCode) runs as index.py, as on Lambda; the directory is named by
+    the code's hash so loading the same template twice writes nothing new."""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    directory = Path(tempfile.gettempdir()) / "wschat-inline-code" / digest
+    module = directory / "index.py"
+    if not module.exists() or module.read_text(encoding="utf-8") != source:
+        directory.mkdir(parents=True, exist_ok=True)
+        module.write_text(source, encoding="utf-8")
+    return directory
+
+
+def _check_handler(handler: str, where: str) -> str:
+    """``module.function`` as Lambda's Python runtime reads it ("dir/module.fn" is "dir.module")."""
+    if not _HANDLER.match(handler):
+        raise TemplateError(f"{where}: handler {handler!r} is not module.function")
+    return handler.replace("/", ".")
+
+
+def parse_route_option(text: str) -> tuple[str, str]:
+    """``$connect=app.handlers.on_connect`` -> ("$connect", "app.handlers.on_connect")."""
+    route_key, equals, handler = text.rpartition("=")
+    route_key, handler = route_key.strip(), handler.strip()
+    if not equals or not route_key:
+        raise TemplateError(
+            f"--route {text!r}: expected ROUTE_KEY=module.function, e.g. '$connect=app.on_connect'"
+        )
+    return route_key, _check_handler(handler, f"--route {text!r}")
+
+
+def api_from_routes(
+    routes: list[str],
+    *,
+    environment: dict[str, str],
+    code_dir: Path,
+    timeout: float,
+    route_selection_expression: str = DEFAULT_ROUTE_SELECTION,
+    name: str = "local",
+) -> ApiSpec:
+    """An API from ``--route`` options: one function per distinct handler, all sharing
+    ``environment``, ``code_dir`` and ``timeout``."""
+    if not routes:
+        raise TemplateError("--route: give at least one route, e.g. '$default=app.handler'")
+    if not code_dir.is_dir():
+        raise TemplateError(f"--route: code directory {code_dir} does not exist")
+    functions: dict[str, FunctionSpec] = {}
+    specs: dict[str, RouteSpec] = {}
+    for text in routes:
+        route_key, handler = parse_route_option(text)
+        if route_key in specs:
+            raise TemplateError(f"--route {text!r}: route {route_key!r} is given twice")
+        function = functions.setdefault(
+            handler,
+            FunctionSpec(
+                name=handler,
+                handler=handler,
+                code_dir=code_dir.resolve(),
+                environment=dict(environment),
+                timeout=timeout,
+            ),
+        )
+        specs[route_key] = RouteSpec(route_key, function)
+    return ApiSpec(name=name, routes=specs, route_selection_expression=route_selection_expression)

@@ -1,0 +1,198 @@
+"""A function worker: one warm Lambda execution environment, in its own process.
+
+The gateway starts one per function (more under concurrent load) with the function's own
+environment variables, then sends it invocations over a pipe. Module state survives between
+invocations as it does in a warm Lambda; a timeout or crash costs the process, like Lambda
+tears down an environment. The worker registers the local fast path so wschat's own handlers
+post to connections over this pipe instead of one HTTP request per recipient.
+
+Run as ``python -m wschat.gateway.worker_main``; configured by ``WSCHAT_WORKER_*`` variables,
+which are removed from the environment before the handler module is imported.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import os
+import queue
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from wschat.delivery import local
+from wschat.delivery.base import ConnectionInfo, DeliveryError, FanoutResult, GoneConnection
+from wschat.gateway import ipc
+
+
+class LambdaContext:
+    """The context object Lambda passes as the handler's second argument."""
+
+    def __init__(
+        self, request_id: str, function_name: str, memory_mb: int, deadline_ms: int
+    ) -> None:
+        region = os.environ.get("AWS_REGION", "us-east-1")
+        self.aws_request_id = request_id
+        self.function_name = function_name
+        self.function_version = "$LATEST"
+        self.invoked_function_arn = f"arn:aws:lambda:{region}:123456789012:function:{function_name}"
+        self.memory_limit_in_mb = memory_mb
+        self.log_group_name = f"/aws/lambda/{function_name}"
+        self.log_stream_name = f"local/[$LATEST]{os.getpid()}"
+        self.identity = None
+        self.client_context = None
+        self._deadline_ms = deadline_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, self._deadline_ms - int(time.time() * 1000))
+
+
+class PipeChannel:
+    """The Sender the worker registers for the local fast path: calls go to the gateway."""
+
+    def __init__(self, write: Callable[[dict[str, Any]], None]) -> None:
+        self._write = write
+        self._ids = itertools.count(1)
+        self._pending: dict[int, Future[dict[str, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def _call(self, message: dict[str, Any]) -> dict[str, Any]:
+        call_id = next(self._ids)
+        future: Future[dict[str, Any]] = Future()
+        with self._lock:
+            self._pending[call_id] = future
+        self._write({**message, "id": call_id})
+        return future.result(timeout=30)
+
+    def resolve(self, message: dict[str, Any]) -> None:
+        with self._lock:
+            future = self._pending.pop(int(message["id"]), None)
+        if future is not None:
+            future.set_result(message)
+
+    def post_many(self, connection_ids: Sequence[str], data: bytes) -> FanoutResult:
+        reply = self._call({"op": "post_many", "ids": list(connection_ids), **ipc.pack_data(data)})
+        return FanoutResult(
+            delivered=int(reply["delivered"]),
+            gone=list(reply["gone"]),
+            failed=dict(reply["failed"]),
+        )
+
+    def post(self, connection_id: str, data: bytes) -> None:
+        result = self.post_many([connection_id], data)
+        if result.gone:
+            raise GoneConnection(connection_id)
+        if result.failed:
+            raise DeliveryError(result.failed[connection_id])
+
+    def get(self, connection_id: str) -> ConnectionInfo:
+        reply = self._call({"op": "get", "connection_id": connection_id})
+        if reply.get("gone"):
+            raise GoneConnection(connection_id)
+        return ConnectionInfo(
+            connected_at=reply["connected_at"],
+            last_active_at=reply["last_active_at"],
+            source_ip=reply["source_ip"],
+            user_agent=reply.get("user_agent"),
+        )
+
+    def delete(self, connection_id: str) -> None:
+        reply = self._call({"op": "delete", "connection_id": connection_id})
+        if reply.get("gone"):
+            raise GoneConnection(connection_id)
+
+
+class Worker:
+    def __init__(self) -> None:
+        env = os.environ
+        self.handler_path = env.pop("WSCHAT_WORKER_HANDLER")
+        self.function_name = env.pop("WSCHAT_WORKER_FUNCTION_NAME")
+        self.memory_mb = int(env.pop("WSCHAT_WORKER_MEMORY", "128"))
+        code_dir = env.pop("WSCHAT_WORKER_CODE_DIR")
+        endpoints = [e for e in env.pop("WSCHAT_WORKER_ENDPOINTS", "").split(",") if e]
+        self._in = os.fdopen(int(env.pop("WSCHAT_WORKER_IN_FD")), "rb", buffering=0)
+        self._out = os.fdopen(int(env.pop("WSCHAT_WORKER_OUT_FD")), "wb", buffering=0)
+        self._write_lock = threading.Lock()
+        self._invocations: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.channel = PipeChannel(self.write)
+        for endpoint in endpoints:
+            local.register_channel(endpoint, self.channel)
+        # Like Lambda's /var/task: the code directory is the working directory and on sys.path.
+        os.chdir(code_dir)
+        sys.path.insert(0, code_dir)
+        self.handler: Callable[[Any, Any], Any] | None = None
+        self.init_error: dict[str, Any] | None = None
+
+    def write(self, message: dict[str, Any]) -> None:
+        data = ipc.encode(message)
+        with self._write_lock:
+            self._out.write(data)
+
+    def load_handler(self) -> None:
+        module_name, _, function_name = self.handler_path.rpartition(".")
+        try:
+            module = importlib.import_module(module_name)
+            handler = getattr(module, function_name)
+        except Exception as exc:  # reported on every invocation, as Lambda does
+            traceback.print_exc()
+            self.init_error = _error_info(exc, "Runtime.ImportModuleError")
+            return
+        self.handler = handler
+
+    def read_loop(self) -> None:
+        decoder = ipc.Decoder()
+        while True:
+            chunk = self._in.read(65536)
+            if not chunk:
+                self._invocations.put(None)
+                return
+            for message in decoder.feed(chunk):
+                if message["op"] == "invoke":
+                    self._invocations.put(message)
+                elif message["op"] == "reply":
+                    self.channel.resolve(message)
+
+    def serve(self) -> None:
+        self.load_handler()
+        threading.Thread(target=self.read_loop, name="ipc-reader", daemon=True).start()
+        self.write({"op": "ready", "ok": self.init_error is None})
+        while (message := self._invocations.get()) is not None:
+            self.write(self.invoke(message))
+
+    def invoke(self, message: dict[str, Any]) -> dict[str, Any]:
+        reply: dict[str, Any] = {"op": "result", "id": message["id"]}
+        if self.handler is None:
+            return {**reply, "ok": False, "error": self.init_error}
+        ctx = message["context"]
+        context = LambdaContext(
+            ctx["request_id"], self.function_name, self.memory_mb, int(ctx["deadline_ms"])
+        )
+        try:
+            value = self.handler(message["event"], context)
+        except Exception as exc:
+            traceback.print_exc()
+            return {**reply, "ok": False, "error": _error_info(exc)}
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        return {**reply, "ok": True, "value": value}
+
+
+def _error_info(exc: BaseException, error_type: str | None = None) -> dict[str, Any]:
+    return {
+        "errorType": error_type or type(exc).__name__,
+        "errorMessage": str(exc),
+        "stackTrace": traceback.format_exception(exc),
+    }
+
+
+def main() -> None:
+    Worker().serve()
+
+
+if __name__ == "__main__":
+    main()

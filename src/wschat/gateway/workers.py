@@ -1,0 +1,299 @@
+"""Function workers seen from the gateway: warm processes, one invocation at a time each.
+
+A ``FunctionPool`` holds the execution environments of one function: it starts one ahead of
+traffic, starts more (cold starts) while all are busy, up to ``max_workers``, and replaces one
+that timed out or crashed. Handlers' stdout and stderr go to the gateway's log, prefixed with
+the function's name, as CloudWatch would keep them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from wschat.gateway import ipc
+from wschat.gateway.spec import FunctionSpec
+
+log = logging.getLogger("wschat.gateway")
+function_log = logging.getLogger("wschat.functions")
+
+# Handles a worker's fast-path call (post_many / get / delete) and returns the reply's fields.
+ChannelHandler = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass
+class InvocationResult:
+    ok: bool
+    value: Any = None
+    error: dict[str, Any] | None = None
+    timed_out: bool = False
+    duration_ms: float = 0.0
+
+    @property
+    def error_type(self) -> str:
+        return str((self.error or {}).get("errorType", ""))
+
+
+class WorkerCrashed(Exception):
+    pass
+
+
+class _PipeReader(asyncio.Protocol):
+    def __init__(self, worker: WorkerProcess) -> None:
+        self.worker = worker
+        self.decoder = ipc.Decoder()
+
+    def data_received(self, data: bytes) -> None:
+        for message in self.decoder.feed(data):
+            self.worker.on_message(message)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.worker.on_pipe_closed()
+
+
+class WorkerProcess:
+    """One execution environment: a ``wschat.gateway.worker_main`` process."""
+
+    def __init__(
+        self, function: FunctionSpec, env: dict[str, str], on_channel: ChannelHandler, number: int
+    ) -> None:
+        self.function = function
+        self.env = env
+        self.on_channel = on_channel
+        self.number = number
+        self.process: asyncio.subprocess.Process | None = None
+        self._writer: asyncio.WriteTransport | None = None
+        self._ready: asyncio.Future[bool] | None = None
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.alive = False
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        env = {
+            **self.env,
+            "WSCHAT_WORKER_HANDLER": self.function.handler,
+            "WSCHAT_WORKER_FUNCTION_NAME": self.function.name,
+            "WSCHAT_WORKER_MEMORY": str(self.function.memory_mb),
+            "WSCHAT_WORKER_CODE_DIR": str(self.function.code_dir),
+            "WSCHAT_WORKER_IN_FD": str(to_child_r),
+            "WSCHAT_WORKER_OUT_FD": str(from_child_w),
+        }
+        self._ready = loop.create_future()
+        try:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "wschat.gateway.worker_main",
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                pass_fds=(to_child_r, from_child_w),
+                cwd=str(self.function.code_dir),
+            )
+        finally:
+            os.close(to_child_r)
+            os.close(from_child_w)
+        self.alive = True
+        write_transport, _ = await loop.connect_write_pipe(
+            asyncio.Protocol, os.fdopen(to_child_w, "wb", buffering=0)
+        )
+        self._writer = write_transport
+        await loop.connect_read_pipe(
+            lambda: _PipeReader(self), os.fdopen(from_child_r, "rb", buffering=0)
+        )
+        assert self.process.stdout is not None
+        self._tasks.append(asyncio.create_task(self._forward_output(self.process.stdout)))
+        ok = await self._ready
+        if not ok:
+            log.warning(
+                "function %s failed to initialise; invocations will fail", self.function.name
+            )
+
+    async def _forward_output(self, stream: asyncio.StreamReader) -> None:
+        prefix = f"[{self.function.name}]"
+        while line := await stream.readline():
+            function_log.info("%s %s", prefix, line.decode("utf-8", "replace").rstrip())
+
+    def on_message(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "result":
+            future = self._pending.pop(int(message["id"]), None)
+            if future is not None and not future.done():
+                future.set_result(message)
+        elif op == "ready":
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(bool(message.get("ok")))
+        else:
+            try:
+                reply = self.on_channel(message)
+            except Exception as exc:  # never let a bad call kill the gateway
+                log.exception("fast-path call failed")
+                reply = {"error": str(exc)}
+            self._send({"op": "reply", "id": message["id"], **reply})
+
+    def on_pipe_closed(self) -> None:
+        self.alive = False
+        crash = WorkerCrashed(f"function {self.function.name} exited")
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(crash)
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(crash)
+        self._pending.clear()
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(ipc.encode(message))
+
+    async def invoke(
+        self, event: dict[str, Any], request_id: str, timeout: float
+    ) -> InvocationResult:
+        loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        call_id = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._pending[call_id] = future
+        deadline_ms = int(time.time() * 1000 + timeout * 1000)
+        self._send(
+            {
+                "op": "invoke",
+                "id": call_id,
+                "event": event,
+                "context": {"request_id": request_id, "deadline_ms": deadline_ms},
+            }
+        )
+        try:
+            reply = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            self._pending.pop(call_id, None)
+            # Lambda ends an environment whose invocation timed out; so do we.
+            await self.stop()
+            return InvocationResult(
+                ok=False,
+                timed_out=True,
+                error={
+                    "errorType": "Sandbox.Timedout",
+                    "errorMessage": f"Task timed out after {timeout:.2f} seconds",
+                },
+                duration_ms=(time.perf_counter() - started) * 1000,
+            )
+        except WorkerCrashed as exc:
+            return InvocationResult(
+                ok=False,
+                error={"errorType": "Runtime.ExitError", "errorMessage": str(exc)},
+                duration_ms=(time.perf_counter() - started) * 1000,
+            )
+        duration = (time.perf_counter() - started) * 1000
+        if reply.get("ok"):
+            return InvocationResult(ok=True, value=reply.get("value"), duration_ms=duration)
+        return InvocationResult(ok=False, error=reply.get("error") or {}, duration_ms=duration)
+
+    async def stop(self) -> None:
+        self.alive = False
+        if self._writer is not None:
+            self._writer.close()
+        if self.process is not None and self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.process.wait(), 5)
+        for task in self._tasks:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 1)
+
+
+class FunctionPool:
+    """The warm execution environments of one function."""
+
+    def __init__(
+        self,
+        function: FunctionSpec,
+        env: dict[str, str],
+        on_channel: ChannelHandler,
+        *,
+        max_workers: int = 2,
+    ) -> None:
+        self.function = function
+        self.env = env
+        self.on_channel = on_channel
+        self.max_workers = max(1, max_workers)
+        self._idle: list[WorkerProcess] = []
+        self._all: set[WorkerProcess] = set()
+        self._starting = 0
+        self._numbers = itertools.count(1)
+        self._freed = asyncio.Condition()
+        self.cold_starts = 0
+
+    async def _spawn(self) -> WorkerProcess:
+        worker = WorkerProcess(self.function, self.env, self.on_channel, next(self._numbers))
+        self._starting += 1
+        try:
+            await worker.start()
+        except Exception:
+            await worker.stop()
+            raise
+        finally:
+            self._starting -= 1
+        self._all.add(worker)
+        self.cold_starts += 1
+        return worker
+
+    async def warm_up(self) -> None:
+        """Start one environment ahead of traffic so the first request is not a cold start."""
+        if not self._all and not self._starting:
+            worker = await self._spawn()
+            await self._release(worker)
+
+    async def _acquire(self) -> WorkerProcess:
+        while True:
+            while self._idle:
+                worker = self._idle.pop()
+                if worker.alive:
+                    return worker
+                self._all.discard(worker)
+            if len(self._all) + self._starting < self.max_workers:
+                return await self._spawn()
+            async with self._freed:
+                await self._freed.wait()
+
+    async def _release(self, worker: WorkerProcess) -> None:
+        if worker.alive:
+            self._idle.append(worker)
+        else:
+            self._all.discard(worker)
+        async with self._freed:
+            self._freed.notify()
+
+    async def invoke(self, event: dict[str, Any], request_id: str) -> InvocationResult:
+        started = time.perf_counter()
+        try:
+            worker = await self._acquire()
+        except Exception as exc:
+            return InvocationResult(
+                ok=False,
+                error={"errorType": "Runtime.InitError", "errorMessage": str(exc)},
+                duration_ms=(time.perf_counter() - started) * 1000,
+            )
+        try:
+            return await worker.invoke(event, request_id, self.function.timeout)
+        finally:
+            await self._release(worker)
+
+    async def stop(self) -> None:
+        workers = list(self._all)
+        self._all.clear()
+        self._idle.clear()
+        await asyncio.gather(*(worker.stop() for worker in workers), return_exceptions=True)

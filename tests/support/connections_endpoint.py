@@ -1,0 +1,301 @@
+"""A real HTTP server that answers API Gateway's Management API (``@connections``) on 127.0.0.1.
+
+It speaks the wire format boto3's ``apigatewaymanagementapi`` client (protocol ``rest-json``)
+sends and parses, so the boto3 delivery path is exercised over real sockets:
+
+- ``POST   /{stage}/@connections/{connectionId}``  body = the data; 200 with an empty body
+- ``GET    /{stage}/@connections/{connectionId}``  200 ``{"connectedAt", "identity": {"sourceIp",
+  "userAgent"}, "lastActiveAt"}`` (the wire names of boto3's ConnectedAt, Identity, LastActiveAt)
+- ``DELETE /{stage}/@connections/{connectionId}``  204; the connection is gone afterwards
+- an unknown or gone id: 410 with ``x-amzn-ErrorType: GoneException`` and an empty body.
+  botocore's RestJSONParser takes the error code from that header first (then from a ``code``
+  key in the JSON body) and strips anything after ``:``, so
+  ``e.response["Error"]["Code"] == "GoneException"``.
+- an id in ``failing``: 500 ``InternalServerErrorException`` (botocore's standard retry mode
+  retries it, so one post may arrive more than once in ``attempts``)
+- a request with no SigV4 ``Authorization`` header: 403 ``ForbiddenException``, as on AWS.
+
+Concurrency: one daemon thread per TCP connection (ThreadingHTTPServer), HTTP/1.1 keep-alive so
+botocore's pooled connections are reused, a listen backlog far above socketserver's default of 5
+(a burst of 64+ connects would otherwise overflow it and stall on SYN retransmits for a second),
+and TCP_NODELAY so a response's header and body writes are not held back by Nagle's algorithm
+waiting on the client's delayed ACK.
+
+Usage::
+
+    with ConnectionsEndpoint(connections=["a", "b"], gone={"c"}, delay=0.02) as endpoint:
+        client = boto3.client("apigatewaymanagementapi", endpoint_url=endpoint.url)
+        client.post_to_connection(ConnectionId="a", Data=b"hi")
+        assert endpoint.received() == [("a", b"hi")]
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+DEFAULT_STAGE = "prod"
+
+
+def _iso8601(epoch_seconds: float) -> str:
+    """API Gateway's timestamp form: ``2024-05-01T12:00:00.000Z``."""
+    moment = datetime.fromtimestamp(epoch_seconds, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass(slots=True)
+class _Connection:
+    connected_at: float
+    last_active_at: float
+    source_ip: str
+    user_agent: str
+
+
+class ConnectionsEndpoint:
+    """The @connections API of one stage, served over HTTP/1.1 from a background thread.
+
+    ``connections`` are live; ``gone`` ids (and any id never added) answer 410; ``failing`` ids
+    answer 500. ``delay`` seconds are slept on every call before answering, like the network and
+    API Gateway's own latency. All state is guarded by one lock; the sets may be changed while
+    the server runs through the methods below.
+    """
+
+    def __init__(
+        self,
+        *,
+        stage: str = DEFAULT_STAGE,
+        connections: Iterable[str] = (),
+        gone: Iterable[str] = (),
+        failing: Iterable[str] = (),
+        delay: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.stage = stage
+        self.delay = delay
+        self._lock = threading.Lock()
+        self._connections: dict[str, _Connection] = {}
+        self._gone: set[str] = set(gone)
+        self._failing: set[str] = set(failing)
+        self._received: list[tuple[str, bytes]] = []
+        self._attempts: list[tuple[str, str]] = []  # (method, connection id) of every call
+        self._in_flight = 0
+        self.max_in_flight = 0
+        self._server = _Server((host, port), _Handler)
+        self._server.endpoint = self
+        self._thread: threading.Thread | None = None
+        self.add(*connections)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """The endpoint_url to give boto3: ``http://127.0.0.1:PORT/{stage}``."""
+        return f"http://127.0.0.1:{self.port}/{self.stage}"
+
+    def start(self) -> ConnectionsEndpoint:
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"connections-endpoint-{self.port}",
+                daemon=True,
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._server.server_close()
+
+    def __enter__(self) -> ConnectionsEndpoint:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- configuration -----------------------------------------------------------------------
+
+    def add(
+        self,
+        *connection_ids: str,
+        source_ip: str = "203.0.113.10",
+        user_agent: str = "wscat/6.0",
+    ) -> None:
+        """Open connections: they accept posts from now on."""
+        now = time.time()
+        with self._lock:
+            for connection_id in connection_ids:
+                self._gone.discard(connection_id)
+                self._connections[connection_id] = _Connection(now, now, source_ip, user_agent)
+
+    def mark_gone(self, *connection_ids: str) -> None:
+        """Close connections from the client side: they answer 410 from now on."""
+        with self._lock:
+            for connection_id in connection_ids:
+                self._connections.pop(connection_id, None)
+                self._gone.add(connection_id)
+
+    def mark_failing(self, *connection_ids: str) -> None:
+        """Make calls for these ids answer 500 InternalServerErrorException."""
+        with self._lock:
+            self._failing.update(connection_ids)
+
+    # -- what happened -----------------------------------------------------------------------
+
+    def received(self) -> list[tuple[str, bytes]]:
+        """Every (connection id, data) delivered by a successful POST, in arrival order."""
+        with self._lock:
+            return list(self._received)
+
+    def received_by(self, connection_id: str) -> list[bytes]:
+        with self._lock:
+            return [data for cid, data in self._received if cid == connection_id]
+
+    def attempts(self) -> list[tuple[str, str]]:
+        """Every call that reached a connection route, as (method, connection id)."""
+        with self._lock:
+            return list(self._attempts)
+
+    def is_live(self, connection_id: str) -> bool:
+        with self._lock:
+            return connection_id in self._connections
+
+    def reset_records(self) -> None:
+        with self._lock:
+            self._received.clear()
+            self._attempts.clear()
+            self.max_in_flight = 0
+
+    # -- the API, called from the handler threads --------------------------------------------
+
+    def _enter(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def _answer(self, method: str, connection_id: str, body: bytes) -> tuple[int, str | None, Any]:
+        """(status, error type or None, JSON document or None) for one call."""
+        with self._lock:
+            self._attempts.append((method, connection_id))
+            if connection_id in self._failing:
+                return 500, "InternalServerErrorException", {"message": "Internal server error"}
+            connection = self._connections.get(connection_id)
+            if connection is None:
+                # Empty body, as AWS sends it: SDKs report the code from the header and no
+                # message (Java "GoneException: null"; PHP "Unable to parse error information").
+                return 410, "GoneException", None
+            if method == "POST":
+                connection.last_active_at = time.time()
+                self._received.append((connection_id, body))
+                return 200, None, None
+            if method == "DELETE":
+                del self._connections[connection_id]
+                self._gone.add(connection_id)
+                return 204, None, None
+            return (
+                200,
+                None,
+                {
+                    "connectedAt": _iso8601(connection.connected_at),
+                    "identity": {
+                        "sourceIp": connection.source_ip,
+                        "userAgent": connection.user_agent,
+                    },
+                    "lastActiveAt": _iso8601(connection.last_active_at),
+                },
+            )
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 1024  # listen backlog: socketserver's default of 5 drops connect bursts
+    endpoint: ConnectionsEndpoint
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: botocore reuses its pooled connections
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's signature
+        pass  # one line per request on stderr would swamp test output and slow the benchmark
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def _serve(self, method: str) -> None:
+        endpoint = self.server.endpoint
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        endpoint._enter()
+        try:
+            if endpoint.delay:
+                time.sleep(endpoint.delay)
+            connection_id = self._connection_id(endpoint.stage)
+            if connection_id is None:
+                # API Gateway answers any other path of the execute-api host this way.
+                self._reply(403, "ForbiddenException", {"message": "Forbidden"})
+            elif "authorization" not in {key.lower() for key in self.headers}:
+                self._reply(403, "ForbiddenException", {"message": "Missing Authentication Token"})
+            else:
+                self._reply(*endpoint._answer(method, connection_id, body))
+        finally:
+            endpoint._leave()
+
+    def _connection_id(self, stage: str) -> str | None:
+        prefix = f"/{stage}/@connections/"
+        path = urlsplit(self.path).path
+        if not path.startswith(prefix) or len(path) == len(prefix):
+            return None
+        rest = path[len(prefix) :]
+        if "/" in rest:
+            return None
+        # botocore percent-encodes the id (API Gateway ids end in "=", e.g. "L0SM9cOFvHcCIhw=").
+        return unquote(rest)
+
+    def _reply(self, status: int, error_type: str | None, document: Any) -> None:
+        payload = b"" if document is None else json.dumps(document).encode("utf-8")
+        self.send_response(status)
+        self.send_header("x-amzn-RequestId", str(uuid.uuid4()))
+        if error_type is not None:
+            self.send_header("x-amzn-ErrorType", error_type)
+        if document is not None:
+            self.send_header("Content-Type", "application/json")
+        if status != 204:  # a 204 carries no Content-Length (RFC 9110, section 8.6)
+            self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if payload:
+            self.wfile.write(payload)
