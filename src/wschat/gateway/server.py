@@ -200,8 +200,7 @@ class Gateway:
 
     async def invoke(self, route: RouteSpec, event: dict[str, Any]) -> InvocationResult:
         pool = self.pools[route.function.name]
-        request_id = str(event["requestContext"]["requestId"])
-        result = await pool.invoke(event, request_id)
+        result = await pool.invoke(event)
         context = event["requestContext"]
         status = core.status_of(result.value) if result.ok else 500
         log.info(

@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -277,7 +278,9 @@ class FunctionPool:
         async with self._freed:
             self._freed.notify()
 
-    async def invoke(self, event: dict[str, Any], request_id: str) -> InvocationResult:
+    async def invoke(self, event: dict[str, Any]) -> InvocationResult:
+        # Lambda's own request id (context.aws_request_id) is a UUID, unlike API Gateway's.
+        request_id = str(uuid.uuid4())
         started = time.perf_counter()
         try:
             worker = await self._acquire()
