@@ -80,7 +80,9 @@ class ChatService:
         try:
             self.sender.post(connection_id, protocol.encode(error.to_event()))
         except GoneConnection:
-            self._forget_gone([connection_id])
+            # The sender left; its own $disconnect removes its record. (The $default function
+            # is not allowed to write the table, so it must not try.)
+            pass
         except DeliveryError as exc:
             self.log.warning("error reply failed", extra={"reason": str(exc)})
 
