@@ -141,8 +141,11 @@ class _TemplateReader:
         self.directory = path.resolve().parent
         self.resolver = Resolver(template, source=self.source, parameters=parameters)
         self.resources = self.resolver.resources
-        sam_globals = (template.get("Globals") or {}).get("Function") or {}
-        self.function_globals: dict[str, Any] = sam_globals if isinstance(sam_globals, dict) else {}
+        sam_globals = template.get("Globals")
+        function_globals = sam_globals.get("Function") if isinstance(sam_globals, dict) else None
+        self.function_globals: dict[str, Any] = (
+            function_globals if isinstance(function_globals, dict) else {}
+        )
         self.functions: dict[str, FunctionSpec] = {}
 
     def error(self, where: str, message: str) -> TemplateError:
@@ -214,12 +217,13 @@ class _TemplateReader:
             two_way = bool(properties.get("RouteResponseSelectionExpression")) or (
                 self.resolver.physical_id(logical_id, where) in answered
             )
-            function = self.function(self.integration_of(logical_id, properties))
+            integration_id = self.route_integration(logical_id, properties, api_id)
+            function = self.function(self.integration_function(integration_id))
             routes[route_key] = RouteSpec(route_key, function, two_way=two_way)
         return routes
 
-    def integration_of(self, logical_id: str, properties: dict[str, Any]) -> str:
-        """The logical id of the function behind a route's integration."""
+    def route_integration(self, logical_id: str, properties: dict[str, Any], api_id: str) -> str:
+        """The logical id of the integration a route targets."""
         where = f"route {logical_id}"
         if properties.get("Target") is None:
             raise self.error(where, "has no Target, so nothing handles it")
@@ -235,8 +239,14 @@ class _TemplateReader:
             )
         if resource["Type"] != _INTEGRATION:
             raise self.error(where, f"Target {integration_id} is a {resource['Type']}")
+        if not self.belongs(resource.get("Properties") or {}, api_id, where):
+            raise self.error(where, f"integration {integration_id} belongs to another API")
+        return integration_id
+
+    def integration_function(self, integration_id: str) -> str:
+        """The logical id of the function an integration invokes."""
         where = f"integration {integration_id}"
-        integration = resource.get("Properties") or {}
+        integration = self.resources[integration_id].get("Properties") or {}
         kind = self.resolver.resolve(integration.get("IntegrationType"), where)
         if kind != "AWS_PROXY":
             raise self.error(

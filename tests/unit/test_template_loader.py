@@ -1,0 +1,518 @@
+"""The template loader: SAM / CloudFormation templates and --route options into an ApiSpec.
+
+Fixture templates live in tests/fixtures/templates/; each broken_*.yaml says in its first line
+which mistake it makes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from wschat.gateway.intrinsics import NO_VALUE, Resolver
+from wschat.gateway.spec import DEFAULT_ROUTE_SELECTION, ApiSpec
+from wschat.gateway.template import (
+    CloudFormationLoader,
+    TemplateError,
+    api_from_routes,
+    load_api,
+    parse_route_option,
+    read_template,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures" / "templates"
+CHAT_APP = FIXTURES / "chat_app"
+PROJECT_TEMPLATE = REPO / "template.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _no_region_in_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+
+
+def fixture(name: str) -> Path:
+    return FIXTURES / name
+
+
+def handlers(api: ApiSpec) -> dict[str, str]:
+    return {key: route.function.handler for key, route in api.routes.items()}
+
+
+# --- YAML short forms ---------------------------------------------------------------------------
+
+
+def cfn_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=CloudFormationLoader)  # a SafeLoader subclass
+
+
+def test_short_form_tags_read_as_their_long_forms() -> None:
+    text = """
+    ref: !Ref Table
+    getatt: !GetAtt Fn.Arn
+    getatt_list: !GetAtt [Fn, Arn]
+    sub: !Sub "${AWS::Region}-x"
+    sub_list: !Sub ["${A}", {A: !Ref B}]
+    join: !Join ["", [a, !Ref B]]
+    select: !Select [0, !Split [",", "a,b"]]
+    if: !If [IsProd, a, !Ref AWS::NoValue]
+    equals: !Equals [!Ref Env, prod]
+    not: !Not [!Condition IsProd]
+    and: !And [!Condition A, !Condition B]
+    or: !Or [!Condition A, !Condition B]
+    map: !FindInMap [M, top, second]
+    import: !ImportValue shared
+    base64: !Base64 hi
+    azs: !GetAZs ""
+    """
+    assert cfn_yaml(text) == {
+        "ref": {"Ref": "Table"},
+        "getatt": {"Fn::GetAtt": ["Fn", "Arn"]},
+        "getatt_list": {"Fn::GetAtt": ["Fn", "Arn"]},
+        "sub": {"Fn::Sub": "${AWS::Region}-x"},
+        "sub_list": {"Fn::Sub": ["${A}", {"A": {"Ref": "B"}}]},
+        "join": {"Fn::Join": ["", ["a", {"Ref": "B"}]]},
+        "select": {"Fn::Select": [0, {"Fn::Split": [",", "a,b"]}]},
+        "if": {"Fn::If": ["IsProd", "a", {"Ref": "AWS::NoValue"}]},
+        "equals": {"Fn::Equals": [{"Ref": "Env"}, "prod"]},
+        "not": {"Fn::Not": [{"Condition": "IsProd"}]},
+        "and": {"Fn::And": [{"Condition": "A"}, {"Condition": "B"}]},
+        "or": {"Fn::Or": [{"Condition": "A"}, {"Condition": "B"}]},
+        "map": {"Fn::FindInMap": ["M", "top", "second"]},
+        "import": {"Fn::ImportValue": "shared"},
+        "base64": {"Fn::Base64": "hi"},
+        "azs": {"Fn::GetAZs": ""},
+    }
+
+
+def test_getatt_short_form_splits_at_the_first_dot_only() -> None:
+    assert cfn_yaml("v: !GetAtt Db.Endpoint.Address") == {
+        "v": {"Fn::GetAtt": ["Db", "Endpoint.Address"]}
+    }
+
+
+def test_dates_stay_strings_as_cloudformation_passes_them() -> None:
+    assert cfn_yaml("AWSTemplateFormatVersion: 2010-09-09") == {
+        "AWSTemplateFormatVersion": "2010-09-09"
+    }
+
+
+def test_missing_template_file_is_a_template_error(tmp_path: Path) -> None:
+    with pytest.raises(TemplateError, match="cannot read template"):
+        read_template(tmp_path / "nope.yaml")
+
+
+# --- a SAM template like ours -------------------------------------------------------------------
+
+
+def test_sam_template_routes_to_its_handlers() -> None:
+    api = load_api(fixture("sam_chat.yaml"))
+    assert api.name == "local-chat"
+    assert api.route_selection_expression == "$request.body.action"
+    assert handlers(api) == {"$connect": "app.on_connect", "sendMessage": "app.on_message"}
+    assert {route.function.name for route in api.routes.values()} == {
+        "ConnectFunction",
+        "SendFunction",
+    }
+    assert all(function.code_dir == CHAT_APP for function in api.functions)
+
+
+def test_sam_globals_are_merged_and_the_function_wins() -> None:
+    api = load_api(fixture("sam_chat.yaml"))
+    connect = api.routes["$connect"].function
+    send = api.routes["sendMessage"].function
+    assert (connect.timeout, connect.memory_mb) == (10.0, 256)
+    assert (send.timeout, send.memory_mb) == (29.0, 256)
+    assert connect.environment == {
+        "WEBSOCKET_TABLE": "websocket-connections",
+        "LOG_LEVEL": "INFO",
+        "SHARED": "from-globals",
+    }
+    assert send.environment == {
+        "WEBSOCKET_TABLE": "websocket-connections",
+        "LOG_LEVEL": "INFO",
+        "SHARED": "from-function",
+        "TABLE_ARN": "arn:aws:dynamodb:us-east-1:123456789012:table/websocket-connections",
+    }
+
+
+def test_parameter_override_reaches_the_table_ref_in_env() -> None:
+    api = load_api(fixture("sam_chat.yaml"), parameters={"TableName": "other-table"})
+    assert api.routes["$connect"].function.environment["WEBSOCKET_TABLE"] == "other-table"
+
+
+def test_parameter_override_must_fit_allowed_values_and_pattern() -> None:
+    with pytest.raises(TemplateError, match=r"LogLevel='LOUD' is not one of"):
+        load_api(fixture("sam_chat.yaml"), parameters={"LogLevel": "LOUD"})
+    with pytest.raises(TemplateError, match=r"TableName='no spaces!' does not match"):
+        load_api(fixture("sam_chat.yaml"), parameters={"TableName": "no spaces!"})
+
+
+def test_undeclared_parameter_override_is_an_error() -> None:
+    with pytest.raises(TemplateError, match=r"sam_chat.yaml: parameter override 'Nope'"):
+        load_api(fixture("sam_chat.yaml"), parameters={"Nope": "x"})
+
+
+def test_region_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    arn = load_api(fixture("sam_chat.yaml")).routes["sendMessage"].function.environment
+    assert arn["TABLE_ARN"].startswith("arn:aws:dynamodb:eu-west-1:")
+    monkeypatch.setenv("AWS_REGION", "ap-northeast-2")
+    arn = load_api(fixture("sam_chat.yaml")).routes["sendMessage"].function.environment
+    assert arn["TABLE_ARN"].startswith("arn:aws:dynamodb:ap-northeast-2:")
+
+
+def test_code_uri_is_relative_to_the_template_not_the_cwd(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(FIXTURES.parent)
+    api = load_api("templates/sam_chat.yaml")
+    assert api.routes["$connect"].function.code_dir == CHAT_APP
+
+
+def test_values_only_aws_knows_do_not_matter_where_unused() -> None:
+    # sam_chat.yaml's ConnectFunction has an !ImportValue in its Policies: not run locally.
+    assert "$connect" in load_api(fixture("sam_chat.yaml")).routes
+
+
+# --- plain CloudFormation, JSON -----------------------------------------------------------------
+
+
+def test_plain_cloudformation_json_template() -> None:
+    api = load_api(fixture("plain_cfn.json"))
+    assert api.name == "plain-ws"
+    assert api.route_selection_expression == "$request.body.type"
+    assert handlers(api) == {"$connect": "app.on_connect", "ping": "index.handler"}
+    connect = api.routes["$connect"].function
+    assert connect.code_dir == CHAT_APP
+    assert (connect.timeout, connect.memory_mb) == (3.0, 128)  # Lambda's defaults
+
+
+def test_environment_values_are_strings_as_cloudformation_makes_them() -> None:
+    env = load_api(fixture("plain_cfn.json")).routes["$connect"].function.environment
+    assert env == {"STAGE": "dev", "RETRIES": "3", "VERBOSE": "true"}
+
+
+def test_route_response_selection_expression_makes_a_route_two_way() -> None:
+    api = load_api(fixture("plain_cfn.json"))
+    assert api.routes["ping"].two_way
+    assert not api.routes["$connect"].two_way
+
+
+def test_zip_file_code_runs_as_index_py() -> None:
+    ping = load_api(fixture("plain_cfn.json")).routes["ping"].function
+    assert (ping.timeout, ping.memory_mb) == (5.0, 1024)
+    assert "'body': 'pong'" in (ping.code_dir / "index.py").read_text(encoding="utf-8")
+    assert load_api(fixture("plain_cfn.json")).routes["ping"].function.code_dir == ping.code_dir
+
+
+# --- a third-party app --------------------------------------------------------------------------
+
+
+def test_third_party_template_keeps_its_own_env_names() -> None:
+    api = load_api(fixture("third_party.yaml"))
+    assert api.route_selection_expression == "$request.body.op"
+    assert handlers(api) == {
+        "$connect": "app.on_connect",
+        "$disconnect": "app.on_disconnect",
+        "echo": "app.on_message",
+    }
+    connect = api.routes["$connect"].function.environment
+    assert connect == {
+        "TABLE_NAME": "local-conns",  # TableName: !Sub "${AWS::StackName}-conns"
+        "TTL_HOURS": "2",
+        "ALLOWED_ORIGINS": "https://a.example,https://b.example",
+        "FIRST_ORIGIN": "https://a.example",
+    }
+
+
+def test_route_response_resource_makes_a_route_two_way() -> None:
+    api = load_api(fixture("third_party.yaml"))
+    assert api.routes["echo"].two_way
+    assert not api.routes["$connect"].two_way
+
+
+def test_sub_resolves_parameters_resources_attributes_and_literals() -> None:
+    env = load_api(fixture("third_party.yaml")).routes["echo"].function.environment
+    assert env["TABLE_ARN"] == "arn:aws:dynamodb:us-east-1:123456789012:table/local-conns"
+    assert env["SELF_ARN"] == "arn:aws:lambda:us-east-1:123456789012:function:local-dev-echo"
+    assert env["LITERAL"] == "${NotAVariable} and dev"
+    assert env["ENDPOINT"] == "https://Socket.execute-api.us-east-1.amazonaws.com/dev"
+    assert (env["REGION"], env["ACCOUNT"], env["LOG_LEVEL"]) == (
+        "us-east-1",
+        "123456789012",
+        "DEBUG",
+    )
+
+
+def test_overridden_parameter_changes_mappings_and_function_names() -> None:
+    api = load_api(fixture("third_party.yaml"), parameters={"Stage": "prod"})
+    env = api.routes["echo"].function.environment
+    assert (env["STAGE"], env["LOG_LEVEL"]) == ("prod", "WARNING")
+    # the integration still finds OnMessage although its FunctionName changed with the stage
+    assert api.routes["echo"].function.name == "OnMessage"
+
+
+# --- Conditions ---------------------------------------------------------------------------------
+
+
+def test_conditions_pick_values_and_drop_no_value() -> None:
+    api = load_api(fixture("conditions.yaml"))
+    assert api.name == "Api"
+    assert api.route_selection_expression == "$request.body.kind"
+    assert set(api.routes) == {"$default"}  # AdminRoute has Condition IsProd
+    function = api.routes["$default"].function
+    assert function.timeout == 6.0
+    assert function.environment == {
+        "MODE": "development",
+        "PROD_OR_FEATURE": "no",
+        "DEV_WITH_FEATURE": "no",
+        "DEBUG": "true",
+        "RATE": "2.5",
+        "ZONE": "us-east-1b",
+        "DOMAIN_PART": "example",
+        "ENCODED": "aGVsbG8=",
+    }
+
+
+def test_conditions_follow_parameter_overrides() -> None:
+    prod = load_api(fixture("conditions.yaml"), parameters={"Env": "prod"})
+    assert set(prod.routes) == {"$default", "admin"}
+    assert prod.route_selection_expression == "$request.body.action"
+    env = prod.routes["$default"].function.environment
+    assert (env["MODE"], env["AUDIT_TABLE"], env["PROD_OR_FEATURE"]) == (
+        "production",
+        "AuditTable",  # a table without TableName is named by its logical id
+        "yes",
+    )
+    assert prod.routes["$default"].function.timeout == 20.0
+    feature = load_api(fixture("conditions.yaml"), parameters={"Feature": "on"})
+    assert feature.routes["$default"].function.environment["DEV_WITH_FEATURE"] == "yes"
+
+
+# --- several APIs -------------------------------------------------------------------------------
+
+
+def test_api_name_picks_one_of_several_websocket_apis() -> None:
+    api = load_api(fixture("broken_two_apis.yaml"), api_name="AdminApi")
+    assert set(api.routes) == {"kick"}
+    assert api.route_selection_expression == "$request.body.op"
+
+
+def test_unknown_api_name_lists_the_websocket_apis() -> None:
+    with pytest.raises(TemplateError, match=r"no WebSocket API 'Nope' .*ChatApi, AdminApi"):
+        load_api(fixture("broken_two_apis.yaml"), api_name="Nope")
+
+
+def test_http_apis_and_their_routes_are_ignored() -> None:
+    # plain_cfn.json has an HTTP API whose route targets an integration that does not exist
+    assert "GET /health" not in load_api(fixture("plain_cfn.json")).routes
+
+
+# --- broken templates: one error each, naming the template and the logical id -------------------
+
+BROKEN = [
+    (
+        "missing_integration",
+        "route SendRoute targets integration 'Missing' which is not in Resources",
+    ),
+    ("no_websocket_api", "no AWS::ApiGatewayV2::Api with ProtocolType WEBSOCKET"),
+    ("two_apis", "several WebSocket APIs (ChatApi, AdminApi)"),
+    ("s3_code_uri", "function SendFunction: CodeUri"),
+    ("s3_code", "function SendFunction: Code"),
+    ("import_value", "function SendFunction: Fn::ImportValue 'shared-table-name'"),
+    ("missing_code_dir", "function SendFunction: code directory 'no_such_dir/' does not exist"),
+    ("unknown_ref", "function SendFunction: 'Nope' is neither a parameter nor a resource"),
+    ("unknown_sub_variable", "function SendFunction: 'Nope' is neither a parameter nor"),
+    ("http_integration", "integration SendIntegration: IntegrationType HTTP_PROXY"),
+    ("foreign_function", "integration SendIntegration: IntegrationUri invokes 'elsewhere'"),
+    ("integration_of_other_api", "route SendRoute: integration SendIntegration belongs to another"),
+    ("node_runtime", "function SendFunction: Runtime nodejs20.x is not Python"),
+    ("no_handler", "function SendFunction: has no Handler"),
+    ("bad_handler", "function SendFunction: handler 'on_message' is not module.function"),
+    ("bad_target", "route SendRoute: Target 'SendIntegration' is not integrations/"),
+    ("no_target", "route SendRoute: has no Target"),
+    ("duplicate_route_key", "route AgainRoute: route key 'sendMessage' is declared twice"),
+    ("no_routes", "API Api: the API has no AWS::ApiGatewayV2::Route"),
+    ("bad_getatt", "!GetAtt 'SendFunction' must be LogicalId.Attribute"),
+    ("unsupported_intrinsic", "function SendFunction: unsupported intrinsic function Fn::Cidr"),
+    ("list_env_value", "function SendFunction: environment variable ZONES must be a string"),
+    ("not_a_template", "not a CloudFormation template"),
+    ("parameter_without_default", "function SendFunction: parameter TableName has no Default"),
+    ("circular_condition", "circular reference: Conditions.A -> Conditions.B -> Conditions.A"),
+    ("function_condition_false", "SendFunction is not created: its Condition Never is false"),
+]
+
+
+@pytest.mark.parametrize(("name", "message"), BROKEN, ids=[name for name, _ in BROKEN])
+def test_broken_template_names_the_template_and_the_fault(name: str, message: str) -> None:
+    path = fixture(f"broken_{name}.yaml")
+    with pytest.raises(TemplateError) as caught:
+        load_api(path)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert message in str(caught.value)
+
+
+def test_every_broken_fixture_is_tested() -> None:
+    on_disk = {path.stem.removeprefix("broken_") for path in FIXTURES.glob("broken_*.yaml")}
+    assert on_disk == {name for name, _ in BROKEN}
+
+
+# --- intrinsics on their own --------------------------------------------------------------------
+
+TEMPLATE: dict[str, Any] = {
+    "Parameters": {"Names": {"Type": "CommaDelimitedList", "Default": "a,b,c"}},
+    "Mappings": {"M": {"top": {"second": "found"}}},
+    "Resources": {
+        "Queue": {"Type": "AWS::SQS::Queue"},
+        "Table": {"Type": "AWS::DynamoDB::Table", "Properties": {"TableName": "t"}},
+        "Loop": {"Type": "AWS::DynamoDB::Table", "Properties": {"TableName": {"Ref": "Loop"}}},
+    },
+}
+
+
+def resolve(value: Any) -> Any:
+    return Resolver(TEMPLATE, source="t.yaml").resolve(value, "test")
+
+
+def test_pseudo_parameters_have_local_values() -> None:
+    names = ["Region", "AccountId", "StackName", "Partition", "URLSuffix"]
+    assert [resolve({"Ref": f"AWS::{name}"}) for name in names] == [
+        "us-east-1",
+        "123456789012",
+        "local",
+        "aws",
+        "amazonaws.com",
+    ]
+
+
+def test_no_value_removes_keys_and_list_items() -> None:
+    no_value = {"Ref": "AWS::NoValue"}
+    assert resolve({"a": no_value, "b": [1, no_value, 2]}) == {"b": [1, 2]}
+    assert resolve(no_value) is NO_VALUE
+
+
+def test_get_att_of_other_attributes_and_types() -> None:
+    assert resolve({"Fn::GetAtt": ["Queue", "QueueUrl"]}) == "Queue.QueueUrl"
+    assert (
+        resolve({"Fn::GetAtt": ["Queue", "Arn"]})
+        == "arn:aws:sqs:us-east-1:123456789012:queue/Queue"
+    )
+    assert resolve({"Fn::GetAtt": ["Table", "StreamArn"]}).startswith(
+        "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/"
+    )
+    assert resolve({"Fn::Sub": "${Table.Arn}"}) == "arn:aws:dynamodb:us-east-1:123456789012:table/t"
+
+
+def test_list_parameters_select_join_split_and_find_in_map() -> None:
+    assert resolve({"Ref": "Names"}) == ["a", "b", "c"]
+    assert resolve({"Fn::Select": ["2", {"Ref": "Names"}]}) == "c"
+    assert resolve({"Fn::Join": ["-", {"Ref": "Names"}]}) == "a-b-c"
+    assert resolve({"Fn::FindInMap": ["M", "top", "second"]}) == "found"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"Fn::Select": [5, ["a"]]}, "Fn::Select index 5"),
+        ({"Fn::FindInMap": ["M", "top", "nope"]}, "Fn::FindInMap: M.top.nope is not in Mappings"),
+        ({"Fn::FindInMap": ["M", "top"]}, "Fn::FindInMap takes a list of 3 items"),
+        ({"Ref": "Loop"}, "circular reference: Loop -> Loop"),
+        ({"Ref": "AWS::Nope"}, "unknown pseudo parameter AWS::Nope"),
+        ({"Fn::If": ["Nope", "a", "b"]}, "condition 'Nope' is not in Conditions"),
+        ({"Fn::Join": ["", [["nested"]]]}, "Fn::Join item must be a string, got list"),
+    ],
+)
+def test_intrinsic_errors_say_what_is_wrong(value: Any, message: str) -> None:
+    with pytest.raises(TemplateError, match=r"^t\.yaml: (test|resource Loop): ") as caught:
+        resolve(value)
+    assert message in str(caught.value)
+
+
+# --- --route options ----------------------------------------------------------------------------
+
+
+def test_parse_route_option() -> None:
+    assert parse_route_option("$connect=app.handlers.on_connect") == (
+        "$connect",
+        "app.handlers.on_connect",
+    )
+    assert parse_route_option(" sendMessage = app.send ") == ("sendMessage", "app.send")
+    assert parse_route_option("$default=handlers/chat.handler") == (
+        "$default",
+        "handlers.chat.handler",
+    )
+    assert parse_route_option("a=b=app.fn") == ("a=b", "app.fn")
+
+
+@pytest.mark.parametrize(
+    "text", ["app.fn", "=app.fn", "$connect=", "$connect=fn", "$connect=app.1x"]
+)
+def test_bad_route_option_is_an_error(text: str) -> None:
+    with pytest.raises(TemplateError, match=r"^--route "):
+        parse_route_option(text)
+
+
+def test_api_from_routes_shares_one_function_per_handler(tmp_path: Path) -> None:
+    api = api_from_routes(
+        ["$connect=app.connect", "sendMessage=app.message", "$default=app.message"],
+        environment={"WEBSOCKET_TABLE": "t"},
+        code_dir=tmp_path,
+        timeout=7.0,
+    )
+    assert api.route_selection_expression == DEFAULT_ROUTE_SELECTION
+    assert [function.name for function in api.functions] == ["app.connect", "app.message"]
+    assert api.routes["sendMessage"].function is api.routes["$default"].function
+    for function in api.functions:
+        assert function.code_dir == tmp_path.resolve()
+        assert function.environment == {"WEBSOCKET_TABLE": "t"}
+        assert function.timeout == 7.0
+    assert not any(route.two_way for route in api.routes.values())
+
+
+def test_api_from_routes_takes_a_route_selection_expression(tmp_path: Path) -> None:
+    api = api_from_routes(
+        ["$default=app.fn"],
+        environment={},
+        code_dir=tmp_path,
+        timeout=3.0,
+        route_selection_expression="$request.body.type",
+    )
+    assert api.route_selection_expression == "$request.body.type"
+
+
+@pytest.mark.parametrize(
+    ("routes", "message"),
+    [
+        ([], "give at least one route"),
+        (["a=app.fn", "a=app.other"], "route 'a' is given twice"),
+    ],
+)
+def test_api_from_routes_errors(tmp_path: Path, routes: list[str], message: str) -> None:
+    with pytest.raises(TemplateError, match=message):
+        api_from_routes(routes, environment={}, code_dir=tmp_path, timeout=3.0)
+
+
+def test_api_from_routes_needs_an_existing_code_dir(tmp_path: Path) -> None:
+    with pytest.raises(TemplateError, match="does not exist"):
+        api_from_routes(["a=app.fn"], environment={}, code_dir=tmp_path / "no", timeout=3.0)
+
+
+# --- the project's own template -----------------------------------------------------------------
+
+
+@pytest.mark.skipif(not PROJECT_TEMPLATE.exists(), reason="template.yaml not written yet")
+def test_project_template_runs_the_wschat_handlers() -> None:
+    api = load_api(PROJECT_TEMPLATE)
+    assert set(api.routes) == {"$connect", "$disconnect", "sendMessage", "$default"}
+    assert api.route_selection_expression == "$request.body.action"
+    for route in api.routes.values():
+        function = route.function
+        assert function.handler.startswith("wschat.handlers.")
+        assert function.handler.endswith(".lambda_handler")
+        assert function.code_dir == REPO / "src"
+        assert function.environment["WEBSOCKET_TABLE"] == "websocket-connections"
+    modules = {route.function.handler.rsplit(".", 2)[1] for route in api.routes.values()}
+    assert modules == {"connect", "disconnect", "send_message", "default"}
