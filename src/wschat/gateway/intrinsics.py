@@ -194,12 +194,18 @@ class Resolver:
             value = self._overrides[name]
         elif kind.startswith("AWS::SSM::Parameter::Value"):
             raise self.error(
-                where, f"parameter {name} is read from SSM at deploy time; pass its value"
+                where,
+                f"parameter {name} is read from SSM at deploy time; pass its value"
+                f" (wschat serve --parameter {name}=VALUE)",
             )
         elif "Default" in declared:
             value = self.stringify(declared["Default"], where, f"Default of parameter {name}")
         else:
-            raise self.error(where, f"parameter {name} has no Default; pass its value")
+            raise self.error(
+                where,
+                f"parameter {name} has no Default; pass its value"
+                f" (wschat serve --parameter {name}=VALUE)",
+            )
         allowed = declared.get("AllowedValues")
         if isinstance(allowed, list) and value not in [str(item) for item in allowed]:
             raise self.error(where, f"parameter {name}={value!r} is not one of {allowed}")
@@ -383,7 +389,7 @@ def _import_value(resolver: Resolver, argument: Any, where: str) -> Any:
     raise resolver.error(
         where,
         f"Fn::ImportValue {argument!r} reads another stack's export and cannot be resolved"
-        " locally; make it a template parameter and pass its value",
+        " locally; make it a template parameter and pass its value (--parameter NAME=VALUE)",
     )
 
 

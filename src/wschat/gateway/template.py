@@ -177,7 +177,8 @@ class _TemplateReader:
                     f"{self.source}: no {_API} with ProtocolType WEBSOCKET in Resources"
                 )
             raise TemplateError(
-                f"{self.source}: several WebSocket APIs ({names}); pick one by logical id"
+                f"{self.source}: several WebSocket APIs ({names});"
+                " pick one by logical id (wschat serve --api)"
             )
         logical_id = api_name or next(iter(websocket))
         properties = websocket[logical_id]
