@@ -45,3 +45,15 @@ def id_time_ms(message_id: str) -> int:
     for char in message_id[:10]:
         value = value * 32 + _ALPHABET.index(char)
     return value
+
+
+def next_id(last_id: str | None, now_ms: int | None = None) -> str:
+    """A new id greater than ``last_id``: time-based, or ``last_id`` + 1 when the clock is
+    behind it (another process made it in the same millisecond, or clocks disagree)."""
+    candidate = new_id(now_ms)
+    if last_id is None or candidate > last_id:
+        return candidate
+    value = 0
+    for char in last_id:
+        value = value * 32 + _ALPHABET.index(char)
+    return _encode(value + 1, len(last_id))

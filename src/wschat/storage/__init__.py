@@ -11,34 +11,37 @@ from collections.abc import Mapping
 
 from wschat.storage.base import (
     CONNECTION_TTL_SECONDS,
+    ChatStore,
     Connection,
     ConnectionStore,
     StoreError,
     StoreUnavailable,
+    TableNames,
 )
 
 __all__ = [
     "CONNECTION_TTL_SECONDS",
+    "ChatStore",
     "Connection",
     "ConnectionStore",
     "StoreError",
     "StoreUnavailable",
+    "TableNames",
     "open_store",
     "open_store_from_env",
 ]
 
 STORE_KINDS = ("dynamodb", "sqlite")
-DEFAULT_TABLE = "websocket-connections"
 
 
 def open_store(
-    kind: str, *, table_name: str = DEFAULT_TABLE, sqlite_path: str | None = None
-) -> ConnectionStore:
+    kind: str, *, tables: TableNames | None = None, sqlite_path: str | None = None
+) -> ChatStore:
     """Open the store named ``kind`` (one of ``STORE_KINDS``)."""
     if kind == "dynamodb":
         from wschat.storage.dynamodb import DynamoDBStore
 
-        return DynamoDBStore.from_environment(table_name=table_name)
+        return DynamoDBStore.from_environment(tables or TableNames())
     if kind == "sqlite":
         from wschat.storage.sqlite import SqliteStore
 
@@ -46,12 +49,13 @@ def open_store(
     raise ValueError(f"unknown store {kind!r}; expected one of {', '.join(STORE_KINDS)}")
 
 
-def open_store_from_env(environ: Mapping[str, str] | None = None) -> ConnectionStore:
-    """The store a handler uses: ``WSCHAT_STORE`` (default ``dynamodb``), the table named by
-    ``WEBSOCKET_TABLE`` as in the seed, and ``WSCHAT_SQLITE_PATH`` for SQLite."""
+def open_store_from_env(environ: Mapping[str, str] | None = None) -> ChatStore:
+    """The store a handler uses: ``WSCHAT_STORE`` (default ``dynamodb``), tables named by
+    ``WEBSOCKET_TABLE`` (as in the seed), ``MEMBERS_TABLE``, ``MESSAGES_TABLE`` and
+    ``ROOMS_TABLE``, and ``WSCHAT_SQLITE_PATH`` for SQLite."""
     env = os.environ if environ is None else environ
     return open_store(
         env.get("WSCHAT_STORE", "dynamodb"),
-        table_name=env.get("WEBSOCKET_TABLE", DEFAULT_TABLE),
+        tables=TableNames.from_env(env),
         sqlite_path=env.get("WSCHAT_SQLITE_PATH"),
     )

@@ -1,5 +1,12 @@
 """Storage ports: what the chat needs from a store, whatever backs it (SQLite or DynamoDB).
 
+Three ports, one adapter class per backend implementing all of them (``ChatStore``):
+
+* ``ConnectionStore``: the seed's ``websocket-connections`` table, keyed by ``connectionId``,
+  plus each connection's name, rooms and rate-limit bucket; connections by name.
+* ``MembershipStore``: one record per (room, connection), read by room with a Query.
+* ``MessageStore``: messages by room, ids allocated in the same atomic step that stores them.
+
 Exception tree::
 
     StoreError                 anything the store could not do
@@ -11,13 +18,15 @@ Adapters turn their driver's errors into these with ``raise ... from exc`` so ca
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
 
 # API Gateway closes every connection after 2 hours; records live a little longer so a missed
 # $disconnect (a crashed Lambda, a throttled invocation) is cleaned up by the table's TTL.
 CONNECTION_TTL_SECONDS = 2 * 60 * 60 + 10 * 60
+DEFAULT_MESSAGE_TTL_SECONDS = 30 * 24 * 60 * 60
+LOBBY = "lobby"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,14 +36,107 @@ class Connection:
     connection_id: str
     connected_at: int  # epoch milliseconds, as API Gateway's requestContext.connectedAt
     expires_at: int  # epoch seconds: the TTL attribute
+    name: str = ""
+    rooms: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
-    def opened(cls, connection_id: str, connected_at_ms: int) -> Connection:
+    def opened(
+        cls,
+        connection_id: str,
+        connected_at_ms: int,
+        *,
+        name: str = "",
+        rooms: frozenset[str] = frozenset(),
+    ) -> Connection:
         return cls(
             connection_id=connection_id,
             connected_at=connected_at_ms,
             expires_at=connected_at_ms // 1000 + CONNECTION_TTL_SECONDS,
+            name=name,
+            rooms=rooms,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    room: str
+    connection_id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message before the store gives it an id."""
+
+    room: str  # a room name, or a direct conversation's key (see ``direct_room``)
+    sender: str
+    text: str
+    ts: int  # epoch milliseconds
+    expires_at: int  # epoch seconds: the TTL attribute
+    client_id: str | None = None
+    to: str | None = None  # direct messages: the recipient's name
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    room: str
+    id: str
+    sender: str
+    text: str
+    ts: int
+    client_id: str | None = None
+    to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    messages: list[StoredMessage]  # oldest first
+    more: bool  # older messages exist (newest page, before=...) or newer ones (after=...)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """A token bucket: ``burst`` tokens, refilled at ``rate_per_second``."""
+
+    rate_per_second: float = 10.0
+    burst: int = 20
+
+    def level(self, tokens: float | None, tokens_at: int | None, now_ms: int) -> float:
+        """The bucket's level at ``now_ms``: full when never used, else refilled at the rate."""
+        if tokens is None or tokens_at is None:
+            return float(self.burst)
+        elapsed = max(0, now_ms - int(tokens_at)) / 1000
+        return min(float(self.burst), float(tokens) + elapsed * self.rate_per_second)
+
+
+@dataclass(frozen=True, slots=True)
+class TableNames:
+    """The four tables, named by environment variables (the seed's WEBSOCKET_TABLE first)."""
+
+    connections: str = "websocket-connections"
+    members: str = "chat-members"
+    messages: str = "chat-messages"
+    rooms: str = "chat-rooms"
+
+    ENV: ClassVar[dict[str, str]] = {
+        "connections": "WEBSOCKET_TABLE",
+        "members": "MEMBERS_TABLE",
+        "messages": "MESSAGES_TABLE",
+        "rooms": "ROOMS_TABLE",
+    }
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TableNames:
+        defaults = cls()
+        return cls(
+            **{field: env.get(var, getattr(defaults, field)) for field, var in cls.ENV.items()}
+        )
+
+
+def direct_room(a: str, b: str) -> str:
+    """The conversation key of two users' direct messages; room names cannot contain ':'."""
+    first, second = sorted((a, b))
+    return f"dm:{first}:{second}"
 
 
 class StoreError(Exception):
@@ -52,7 +154,7 @@ class ConnectionStore(Protocol):
         """Store (or overwrite) a connection record."""
 
     def delete_connection(self, connection_id: str) -> None:
-        """Forget a connection; forgetting an unknown one is not an error."""
+        """Forget a connection record; forgetting an unknown one is not an error."""
 
     def get_connection(self, connection_id: str) -> Connection | None:
         """The record of one connection, or None."""
@@ -62,3 +164,57 @@ class ConnectionStore(Protocol):
 
     def close(self) -> None:
         """Release connections and files."""
+
+
+class ChatStore(ConnectionStore, Protocol):
+    """Everything the chat service needs: connections, memberships and messages."""
+
+    # --- connections ---
+
+    def rename_connection(self, connection_id: str, name: str) -> Connection | None:
+        """Set a connection's name, on its record and on its memberships; None if unknown."""
+
+    def connection_ids_named(self, name: str) -> list[str]:
+        """Every open connection using ``name`` (an index Query, not a Scan)."""
+
+    def take_token(self, connection_id: str, now_ms: int, limit: RateLimit) -> bool:
+        """Take one token from the connection's bucket; False when it is empty.
+
+        Atomic across concurrent invocations (a conditional write), so two Lambdas handling
+        the same connection cannot both spend the last token.
+        """
+
+    # --- memberships ---
+
+    def join_room(self, room: str, connection_id: str, name: str, expires_at: int) -> bool:
+        """Add a membership (and the room to the connection's rooms); False if already in."""
+
+    def leave_room(self, room: str, connection_id: str) -> bool:
+        """Remove a membership; False if the connection was not in the room."""
+
+    def room_members(self, room: str) -> list[Member]:
+        """The room's memberships (a Query by room)."""
+
+    def remove_connection(self, connection_id: str) -> Connection | None:
+        """Delete the connection's record and all its memberships; returns what was removed."""
+
+    # --- messages ---
+
+    def append_message(self, message: NewMessage) -> StoredMessage:
+        """Store a message under an id greater than every id already in its room."""
+
+    def message_history(
+        self,
+        room: str,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        limit: int = 50,
+    ) -> HistoryPage:
+        """A page of the room's messages: just after ``after``, just before ``before``, or the
+        newest; always oldest first."""
+
+
+def member_names(members: Sequence[Member]) -> list[str]:
+    """The names present in a room, sorted, each once."""
+    return sorted({member.name for member in members})
