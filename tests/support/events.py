@@ -124,7 +124,7 @@ def management_endpoint_of(event: dict[str, Any]) -> str:
 
 @dataclass
 class LambdaContext:
-    """What the Lambda runtime passes as ``context``: the attributes handlers and powertools read."""
+    """What the Lambda runtime passes as ``context``: what handlers and powertools read."""
 
     function_name: str = "wschat-send-message"
     function_version: str = "$LATEST"

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from tests.support.events import LambdaContext, lambda_context, load_event, management_endpoint_of
+
 from wschat.delivery import local
 from wschat.delivery.base import ConnectionInfo, DeliveryError, FanoutResult, GoneConnection
 from wschat.handlers import _runtime
@@ -123,21 +123,32 @@ def context() -> LambdaContext:
     return lambda_context()
 
 
+class _CurrentStdout:
+    """A stream that writes to whatever ``sys.stdout`` is at the time of the write.
+
+    powertools' Logger keeps the stdout it saw when it was built, while capsys installs a new
+    one for each phase of each test (setup, call, teardown).
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+
 @pytest.fixture
 def log_lines(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    """Reads the JSON log lines written to stdout since the last read.
-
-    powertools' Logger keeps the stdout it saw when it was built; point it at capsys' stdout.
-    """
+    """Reads the JSON log lines written to stdout since the last read."""
     handler: Any = get_logger().registered_handler
-    previous = handler.setStream(sys.stdout)
+    previous = handler.stream
+    # Assigned, not setStream(): that flushes the old stream, which capsys may have closed.
+    handler.stream = _CurrentStdout()
 
     def read() -> list[dict[str, Any]]:
         out = capsys.readouterr().out
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
     yield read
-    if previous is not None and not getattr(previous, "closed", False):
-        handler.setStream(previous)
-    else:
-        handler.setStream(sys.__stdout__)
+    if not getattr(previous, "closed", False):
+        handler.stream = previous

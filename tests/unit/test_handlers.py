@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-
 from tests.support.events import LambdaContext, load_event, websocket_event
+
 from wschat import ids, protocol
 from wschat.handlers import _runtime, connect, default, disconnect, send_message
-from wschat.storage import CONNECTION_TTL_SECONDS, Connection, StoreUnavailable
+from wschat.storage import CONNECTION_TTL_SECONDS, StoreError, StoreUnavailable
 from wschat.storage.sqlite import SqliteStore
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ CONNECTED_AT = 1732498512345
 
 
 @pytest.fixture
-def connected(context: LambdaContext) -> list[str]:
+def connected(store_path: Path, sender: RecordingSender, context: LambdaContext) -> list[str]:
     """Three open connections, made through the $connect handler: the sender and two others."""
     for connection_id in (SENDER_ID, BYSTANDER_ID, THIRD_ID):
         event = websocket_event("$connect", connection_id=connection_id)
@@ -50,9 +50,7 @@ def send(body: Any, context: LambdaContext, **event_args: Any) -> dict[str, Any]
     )
 
 
-def assert_rejected(
-    response: dict[str, Any], sender: RecordingSender, code: str
-) -> dict[str, Any]:
+def assert_rejected(response: dict[str, Any], sender: RecordingSender, code: str) -> dict[str, Any]:
     """One ``error`` event with ``code``, to the sender only, and the same error as a 400."""
     assert response["statusCode"] == 400
     assert sender.recipients() == {SENDER_ID}
@@ -76,10 +74,12 @@ def test_connect_stores_connection_with_connected_at_from_event(
     response = connect.lambda_handler(event, context)
 
     assert response == {"statusCode": 200}
-    assert store.get_connection(SENDER_ID) == Connection(
-        connection_id=SENDER_ID,
-        connected_at=connected_at,
-        expires_at=connected_at // 1000 + CONNECTION_TTL_SECONDS,
+    record = store.get_connection(SENDER_ID)
+    assert record is not None
+    assert (record.connection_id, record.connected_at, record.expires_at) == (
+        SENDER_ID,
+        connected_at,
+        connected_at // 1000 + CONNECTION_TTL_SECONDS,
     )
 
 
@@ -281,9 +281,7 @@ def test_sent_message_is_logged_with_delivery_counts(
 
 
 @pytest.fixture
-def rejected_frame_leaves_store_alone(
-    connected: list[str], store: SqliteStore
-) -> Iterator[None]:
+def rejected_frame_leaves_store_alone(connected: list[str], store: SqliteStore) -> Iterator[None]:
     before = {cid: store.get_connection(cid) for cid in connected}
     yield
     assert {cid: store.get_connection(cid) for cid in stored_ids(store)} == before
@@ -418,16 +416,18 @@ def test_rejected_frame_is_logged_with_its_code(
     assert line["request_id"] == event["requestContext"]["requestId"]
 
 
-def test_error_reply_to_a_gone_sender_forgets_the_sender(
+def test_error_reply_to_a_gone_sender_leaves_its_record_to_disconnect(
     connected: list[str], sender: RecordingSender, store: SqliteStore, context: LambdaContext
 ) -> None:
+    # The $default function may not write the table, so no error reply deletes records:
+    # the sender's own $disconnect does.
     sender.gone = {SENDER_ID}
 
     response = send("not json", context)
 
     assert response["statusCode"] == 400
     assert sender.posts == []
-    assert stored_ids(store) == {BYSTANDER_ID, THIRD_ID}
+    assert stored_ids(store) == set(connected)
 
 
 def test_error_reply_that_fails_is_logged(
@@ -502,35 +502,35 @@ def test_default_with_text_that_is_not_json_replies_invalid_json(
 
 
 class UnavailableStore:
-    """A ConnectionStore whose backing service cannot be reached: every call raises."""
+    """A store whose backing service cannot be reached: every method raises ``error`` (whatever
+    the method: the store's ports may grow, the outage stays total)."""
 
-    def __init__(self) -> None:
+    def __init__(self, error: type[StoreError] = StoreUnavailable) -> None:
+        self.error = error
         self.calls: list[str] = []
 
-    def _fail(self, operation: str) -> StoreUnavailable:
-        self.calls.append(operation)
-        return StoreUnavailable(f"{operation}: ProvisionedThroughputExceededException")
+    def __getattr__(self, operation: str) -> Callable[..., Any]:
+        if operation.startswith("_"):
+            raise AttributeError(operation)
 
-    def put_connection(self, connection: Connection) -> None:
-        raise self._fail("put_connection")
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(operation)
+            raise self.error(f"{operation}: ProvisionedThroughputExceededException")
 
-    def delete_connection(self, connection_id: str) -> None:
-        raise self._fail("delete_connection")
-
-    def get_connection(self, connection_id: str) -> Connection | None:
-        raise self._fail("get_connection")
-
-    def scan_connection_ids(self) -> Iterator[str]:
-        raise self._fail("scan_connection_ids")
-        yield ""  # a generator, like the real stores: it fails when read
-
-    def close(self) -> None:
-        pass
+        return fail
 
 
 @pytest.fixture
 def unavailable_store(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> UnavailableStore:
     failing = UnavailableStore()
+    monkeypatch.setattr(_runtime, "store", lambda: failing)
+    return failing
+
+
+@pytest.fixture
+def broken_store(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> UnavailableStore:
+    """A store failing for a reason retrying will not fix (a StoreError, not StoreUnavailable)."""
+    failing = UnavailableStore(StoreError)
     monkeypatch.setattr(_runtime, "store", lambda: failing)
     return failing
 
@@ -561,6 +561,23 @@ def test_connect_returns_503_when_store_cannot_be_opened(context: LambdaContext)
     assert response["statusCode"] == 503
 
 
+@pytest.mark.xfail(
+    strict=True,
+    raises=OSError,
+    reason="bug: storage/sqlite.py makes the parent directory outside its try (OSError escapes)",
+)
+def test_connect_returns_503_when_store_directory_cannot_be_made(
+    store_path: Path, monkeypatch: pytest.MonkeyPatch, context: LambdaContext
+) -> None:
+    a_file = store_path.parent / "a-file"
+    a_file.write_text("not a directory")
+    monkeypatch.setenv("WSCHAT_SQLITE_PATH", str(a_file / "db" / "wschat.sqlite3"))
+
+    response = connect.lambda_handler(load_event("connect"), context)
+
+    assert response["statusCode"] == 503
+
+
 def test_disconnect_returns_503_when_store_is_unavailable(
     unavailable_store: UnavailableStore, context: LambdaContext
 ) -> None:
@@ -580,6 +597,17 @@ def test_send_message_replies_unavailable_when_store_is_unavailable(
     [reply] = sender.received(SENDER_ID)
     assert reply["code"] == protocol.UNAVAILABLE
     assert reply["action"] == "sendMessage"
+
+
+def test_send_message_answers_500_when_store_fails_for_good(
+    broken_store: UnavailableStore, sender: RecordingSender, context: LambdaContext
+) -> None:
+    response = send_message.lambda_handler(load_event("send_message"), context)
+
+    assert response["statusCode"] == 500
+    [reply] = sender.received(SENDER_ID)
+    assert reply["code"] == protocol.UNAVAILABLE
+    assert sender.recipients() == {SENDER_ID}
 
 
 @pytest.mark.usefixtures("unopenable_store")
