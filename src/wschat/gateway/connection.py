@@ -195,7 +195,14 @@ class ClientProtocol(asyncio.Protocol):
             request, head_length = parsed
             length = 0 if request.is_websocket_upgrade else http.body_length(request)
         except http.BadRequest as exc:
-            self.write(http.json_response(exc.status, {"message": str(exc)}, keep_alive=False))
+            # boto3 names the error from x-amzn-ErrorType: a body too large to read is an
+            # @connections post over the limit, which API Gateway answers this way.
+            headers = {"x-amzn-ErrorType": "PayloadTooLargeException"} if exc.status == 413 else {}
+            self.write(
+                http.json_response(
+                    exc.status, {"message": str(exc)}, headers=headers, keep_alive=False
+                )
+            )
             self.close_transport()
             return
         if len(self.buffer) < head_length + length:

@@ -65,10 +65,10 @@ def handle_channel_call(gateway: Gateway, message: dict[str, Any]) -> dict[str, 
         if description is None:
             return {"gone": True}
         return {
-            "connected_at": description["ConnectedAt"],
-            "last_active_at": description["LastActiveAt"],
-            "source_ip": description["Identity"]["SourceIp"],
-            "user_agent": description["Identity"].get("UserAgent"),
+            "connected_at": description["connectedAt"],
+            "last_active_at": description["lastActiveAt"],
+            "source_ip": description["identity"]["sourceIp"],
+            "user_agent": description["identity"].get("userAgent"),
         }
     if op == "delete":
         return {"gone": not gateway.delete_connection(str(message.get("connection_id")))}

@@ -60,6 +60,10 @@ class Gateway:
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = config.port
         self.accepting = False
+        # How @connections calls arrived: HTTP requests (boto3, curl) and fast-path calls from
+        # function workers; tests and benchmarks read them to tell which path a handler took.
+        self.management_http_requests = 0
+        self.fast_path_calls = 0
 
     # --- addresses ---------------------------------------------------------------------------
 
@@ -303,13 +307,14 @@ class Gateway:
         if ws is None:
             return None
         last_active = time.time() - (time.monotonic() - ws.last_active)
-        identity: dict[str, Any] = {"SourceIp": ws.info.source_ip}
+        # API Gateway's wire names (boto3 maps them to ConnectedAt, Identity.SourceIp, ...).
+        identity: dict[str, Any] = {"sourceIp": ws.info.source_ip}
         if ws.info.user_agent:
-            identity["UserAgent"] = ws.info.user_agent
+            identity["userAgent"] = ws.info.user_agent
         return {
-            "ConnectedAt": _iso(ws.info.connected_at_ms / 1000),
-            "Identity": identity,
-            "LastActiveAt": _iso(last_active),
+            "connectedAt": _iso(ws.info.connected_at_ms / 1000),
+            "identity": identity,
+            "lastActiveAt": _iso(last_active),
         }
 
     def delete_connection(self, connection_id: str) -> bool:
@@ -321,11 +326,13 @@ class Gateway:
 
     def handle_channel_call(self, message: dict[str, Any]) -> dict[str, Any]:
         """A function worker's fast-path call, answered without leaving the event loop."""
+        self.fast_path_calls += 1
         return management.handle_channel_call(self, message)
 
     async def handle_http(self, request: http.Request, peer: str) -> bytes:
         stage_prefix = f"/{self.config.stage}/@connections"
         if request.raw_path.startswith(stage_prefix + "/") or request.raw_path == stage_prefix:
+            self.management_http_requests += 1
             return management.handle_request(self, request, stage_prefix)
         if request.method in ("GET", "HEAD"):
             return self._static(request)
