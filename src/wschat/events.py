@@ -66,8 +66,12 @@ class WebSocketEvent:
             return None
         if self.raw.get("isBase64Encoded"):
             import base64
+            import binascii
 
-            return base64.b64decode(body).decode("utf-8", errors="replace")
+            try:
+                return base64.b64decode(body, validate=True).decode("utf-8", errors="replace")
+            except (binascii.Error, ValueError):
+                return "\ufffd"  # not base64: reaches the protocol as a frame that is not JSON
         return str(body)
 
     @property

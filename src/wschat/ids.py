@@ -1,4 +1,4 @@
-"""Message ids that sort by time: 48 bits of milliseconds then 80 random bits, Crockford base32.
+"""Message ids that sort by time: 50 bits of milliseconds then 80 random bits, Crockford base32.
 
 Ids made in one process are strictly increasing even within one millisecond (the random part is
 incremented), so ``sorted(ids)`` is the order the messages were accepted in.

@@ -1,18 +1,36 @@
-"""Chat use cases: connect, disconnect, send. No boto3 and no asyncio here: the service talks to
-a ConnectionStore and a Sender, so the same code runs on Lambda and under the local gateway."""
+"""Chat use cases (docs/protocol.md): connect, disconnect and every client action.
+
+No boto3 and no asyncio here: the service talks to a ChatStore and a Sender, so the same code
+runs on Lambda and under the local gateway. Each use case stores first and delivers after, so
+whatever a client was told (an ``ack``, a ``message``) is already in the store.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from wschat import ids, protocol
+from wschat import protocol
+from wschat.auth import AuthError, verify_token
 from wschat.delivery.base import DeliveryError, FanoutResult, GoneConnection, Sender
 from wschat.protocol import ProtocolError
-from wschat.storage.base import Connection, ConnectionStore
+from wschat.storage.base import (
+    DEFAULT_MESSAGE_TTL_SECONDS,
+    LOBBY,
+    ChatStore,
+    Connection,
+    NewMessage,
+    RateLimit,
+    StoredMessage,
+    direct_room,
+    member_names,
+)
+
+__all__ = ["AuthError", "ChatConfig", "ChatService", "Outcome"]
 
 
 class Log(Protocol):
@@ -27,66 +45,355 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """What a send did: the message id and how the fan-out went."""
+@dataclass(frozen=True)
+class ChatConfig:
+    max_message_chars: int = protocol.MAX_MESSAGE_CHARS
+    rate_limit: RateLimit = field(default_factory=RateLimit)
+    message_ttl_seconds: int = DEFAULT_MESSAGE_TTL_SECONDS
+    auth_secret: str | None = None
+    # Rooms bigger than this get no joined/left/renamed events (``who`` still answers):
+    # announcing every arrival to every member costs O(members²) posts in a big room.
+    presence_event_limit: int = 500
 
-    message_id: str
-    result: FanoutResult
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ChatConfig:
+        env = os.environ if env is None else env
+        defaults = cls()
+        return cls(
+            max_message_chars=int(env.get("WSCHAT_MAX_MESSAGE_CHARS", defaults.max_message_chars)),
+            rate_limit=RateLimit(
+                rate_per_second=float(
+                    env.get("WSCHAT_RATE_PER_SECOND", defaults.rate_limit.rate_per_second)
+                ),
+                burst=int(env.get("WSCHAT_RATE_BURST", defaults.rate_limit.burst)),
+            ),
+            message_ttl_seconds=int(
+                float(env.get("WSCHAT_MESSAGE_TTL_DAYS", defaults.message_ttl_seconds / 86400))
+                * 86400
+            ),
+            auth_secret=env.get("WSCHAT_AUTH_SECRET") or None,
+            presence_event_limit=int(
+                env.get("WSCHAT_PRESENCE_EVENT_LIMIT", defaults.presence_event_limit)
+            ),
+        )
+
+
+@dataclass
+class Outcome:
+    """What one use case did, for the invocation's log line and metrics."""
+
+    action: str
+    message_id: str | None = None
+    delivered: int = 0
+    gone: int = 0
+    failed: int = 0
+
+    def count(self, result: FanoutResult) -> None:
+        self.delivered += result.delivered
+        self.gone += len(result.gone)
+        self.failed += len(result.failed)
 
 
 class ChatService:
     def __init__(
         self,
-        store: ConnectionStore,
+        store: ChatStore,
         sender: Sender,
+        config: ChatConfig | None = None,
         *,
         log: Log | None = None,
         now_ms: Callable[[], int] = _now_ms,
-        max_message_chars: int = protocol.MAX_MESSAGE_CHARS,
     ) -> None:
         self.store = store
         self.sender = sender
+        self.config = config or ChatConfig()
         self.log: Log = log or logging.getLogger("wschat")
         self.now_ms = now_ms
-        self.max_message_chars = max_message_chars
 
-    def connect(self, connection_id: str, connected_at_ms: int) -> None:
-        self.store.put_connection(Connection.opened(connection_id, connected_at_ms))
+    # --- $connect / $disconnect --------------------------------------------------------------
 
-    def disconnect(self, connection_id: str) -> None:
-        self.store.delete_connection(connection_id)
-
-    def send_message(self, connection_id: str, body: str | None) -> Delivery:
-        """Validate a sendMessage frame and post it to every connection (the seed's broadcast).
-
-        Raises ProtocolError for a frame that cannot be accepted; nothing is sent then.
-        """
-        command = protocol.SendMessage.parse(
-            protocol.parse_frame(body), max_chars=self.max_message_chars
+    def connect(self, connection_id: str, connected_at_ms: int, query: Mapping[str, str]) -> str:
+        """Register a connection; returns its name. AuthError or ProtocolError refuse it."""
+        if self.config.auth_secret is not None:
+            name = verify_token(query.get("token"), self.config.auth_secret)
+        elif query.get("name"):
+            name = protocol.check_name(query["name"], "$connect")
+        else:
+            name = guest_name(connection_id)
+        rooms = [LOBBY]
+        for room in (query.get("room") or "").split(","):
+            if room.strip() and room.strip() not in rooms:
+                rooms.append(protocol.check_room(room.strip(), "$connect"))
+        connection = Connection.opened(
+            connection_id, connected_at_ms, name=name, rooms=frozenset(rooms)
         )
+        self.store.put_connection(connection)
+        outcome = Outcome("$connect")
         ts = self.now_ms()
-        message_id = ids.new_id(ts)
-        data = protocol.encode(protocol.message_event(message_id, connection_id, command.text, ts))
-        recipients = list(self.store.scan_connection_ids())
-        result = self.sender.post_many(recipients, data)
-        self._forget_gone(result.gone)
-        for failed_id, reason in result.failed.items():
-            self.log.warning("delivery failed", extra={"recipient": failed_id, "reason": reason})
-        return Delivery(message_id=message_id, result=result)
+        for room in rooms:
+            # The new connection cannot be posted to until $connect returns (API Gateway answers
+            # 410), so it learns about the room from presence/history once it is open.
+            self._announce(
+                room,
+                lambda r, names: protocol.membership_event("joined", r, name, ts, names),
+                outcome,
+                exclude=(connection_id,),
+            )
+        return name
 
-    def reply_error(self, connection_id: str, error: ProtocolError) -> None:
-        """Tell the sender, and only the sender, what was wrong with its frame."""
+    def disconnect(self, connection_id: str) -> Outcome:
+        outcome = Outcome("$disconnect")
+        self._forget([connection_id], outcome)
+        return outcome
+
+    # --- actions -----------------------------------------------------------------------------
+
+    def handle(
+        self, connection_id: str, body: str | None, *, allowed: Collection[str] | None = None
+    ) -> Outcome:
+        """Run one client frame. ProtocolError means nothing was done; the caller replies."""
+        command = protocol.parse_command(body, max_chars=self.config.max_message_chars)
+        if allowed is not None and command.ACTION not in allowed:
+            # API Gateway routed the frame here by its action, so this cannot happen on AWS;
+            # it keeps a function from running actions its IAM role was not written for.
+            raise ProtocolError(protocol.UNKNOWN_ACTION, "action not served here", command.ACTION)
+        connection = self.store.get_connection(connection_id)
+        if connection is None:
+            raise ProtocolError(
+                protocol.UNAVAILABLE, "this connection is not registered; reconnect", command.ACTION
+            )
+        if not self.store.take_token(connection_id, self.now_ms(), self.config.rate_limit):
+            limit = self.config.rate_limit
+            raise ProtocolError(
+                protocol.RATE_LIMITED,
+                f"slow down: at most {limit.rate_per_second:g} frames per second "
+                f"(bursts of {limit.burst})",
+                command.ACTION,
+            )
+        outcome = Outcome(command.ACTION)
+        match command:
+            case protocol.SendMessage():
+                self._send_message(connection, command, outcome)
+            case protocol.Direct():
+                self._direct(connection, command, outcome)
+            case protocol.Join():
+                self._join(connection, command.room, outcome)
+            case protocol.Leave():
+                self._leave(connection, command.room, outcome)
+            case protocol.SetName():
+                self._set_name(connection, command.name, outcome)
+            case protocol.History():
+                self._history(connection, command)
+            case protocol.Who():
+                names = member_names(self.store.room_members(command.room))
+                self.reply(connection_id, protocol.presence_event(command.room, names))
+            case protocol.Hello():
+                self._hello(connection)
+        return outcome
+
+    def _require_room(self, connection: Connection, room: str, action: str) -> None:
+        if room not in connection.rooms:
+            raise ProtocolError(
+                protocol.NOT_IN_ROOM, f"you are not in {room!r}: join it first", action
+            )
+
+    def _new_message(
+        self, room: str, sender: str, text: str, client_id: str | None, to: str | None = None
+    ) -> NewMessage:
+        ts = self.now_ms()
+        expires_at = ts // 1000 + self.config.message_ttl_seconds
+        return NewMessage(room, sender, text, ts, expires_at, client_id, to)
+
+    def _send_message(
+        self, connection: Connection, command: protocol.SendMessage, outcome: Outcome
+    ) -> None:
+        self._require_room(connection, command.room, command.ACTION)
+        stored = self.store.append_message(
+            self._new_message(command.room, connection.name, command.text, command.client_id)
+        )
+        self._acknowledge(connection.connection_id, stored, outcome)
+        members = self.store.room_members(command.room)
+        recipients = [member.connection_id for member in members]
+        self._post(recipients, protocol.message_event(stored), outcome)
+
+    def _direct(self, connection: Connection, command: protocol.Direct, outcome: Outcome) -> None:
+        recipients = self.store.connection_ids_named(command.to)
+        if not recipients:
+            raise ProtocolError(
+                protocol.NO_SUCH_USER, f"nobody named {command.to!r} is connected", command.ACTION
+            )
+        stored = self.store.append_message(
+            self._new_message(
+                direct_room(connection.name, command.to),
+                connection.name,
+                command.text,
+                command.client_id,
+                to=command.to,
+            )
+        )
+        self._acknowledge(connection.connection_id, stored, outcome)
+        # Every connection of both users sees the message, so both sides' other tabs agree.
+        own = self.store.connection_ids_named(connection.name)
+        everyone = list(dict.fromkeys([*recipients, *own, connection.connection_id]))
+        self._post(everyone, protocol.direct_event(stored), outcome)
+
+    def _acknowledge(self, connection_id: str, stored: StoredMessage, outcome: Outcome) -> None:
+        outcome.message_id = stored.id
+        self.reply(connection_id, protocol.ack_event(stored))
+
+    def _join(self, connection: Connection, room: str, outcome: Outcome) -> None:
+        joined = self.store.join_room(
+            room, connection.connection_id, connection.name, connection.expires_at
+        )
+        if joined:
+            ts = self.now_ms()
+            self._announce(
+                room,
+                lambda r, names: protocol.membership_event("joined", r, connection.name, ts, names),
+                outcome,
+            )
+        names = member_names(self.store.room_members(room))
+        self.reply(connection.connection_id, protocol.presence_event(room, names))
+        page = self.store.message_history(room)
+        self.reply(
+            connection.connection_id,
+            protocol.history_event(page.messages, page.more, room=room, with_user=None),
+        )
+
+    def _leave(self, connection: Connection, room: str, outcome: Outcome) -> None:
+        self._require_room(connection, room, protocol.Leave.ACTION)
+        self.store.leave_room(room, connection.connection_id)
+        ts = self.now_ms()
+        event = self._announce(
+            room,
+            lambda r, names: protocol.membership_event("left", r, connection.name, ts, names),
+            outcome,
+        )
+        if event is None:
+            names = member_names(self.store.room_members(room))
+            event = protocol.membership_event("left", room, connection.name, ts, names)
+        self.reply(connection.connection_id, event)
+
+    def _set_name(self, connection: Connection, name: str, outcome: Outcome) -> None:
+        if self.config.auth_secret is not None:
+            raise ProtocolError(
+                protocol.UNAUTHORIZED, "names come from your token here", protocol.SetName.ACTION
+            )
+        renamed = self.store.rename_connection(connection.connection_id, name)
+        if renamed is None:
+            return
+        ts = self.now_ms()
+        if name != connection.name:
+            for room in sorted(renamed.rooms):
+                self._announce(
+                    room,
+                    lambda r, names: protocol.renamed_event(r, connection.name, name, ts, names),
+                    outcome,
+                )
+        self._hello(renamed)
+
+    def _history(self, connection: Connection, command: protocol.History) -> None:
+        if command.with_user is not None:
+            key = direct_room(connection.name, command.with_user)
+        else:
+            assert command.room is not None
+            self._require_room(connection, command.room, command.ACTION)
+            key = command.room
+        page = self.store.message_history(
+            key, after=command.after, before=command.before, limit=command.limit
+        )
+        event = protocol.history_event(
+            page.messages, page.more, room=command.room, with_user=command.with_user
+        )
+        self.reply(connection.connection_id, event)
+
+    def _hello(self, connection: Connection) -> None:
+        event = protocol.hello_event(
+            connection.connection_id, connection.name, sorted(connection.rooms)
+        )
+        self.reply(connection.connection_id, event)
+
+    # --- delivery ----------------------------------------------------------------------------
+
+    def reply(self, connection_id: str, event: dict[str, Any]) -> None:
+        """Send one event to one connection: the caller of an action."""
+        self.reply_to(self.sender, connection_id, event, self.log)
+
+    @staticmethod
+    def reply_to(sender: Sender, connection_id: str, event: dict[str, Any], log: Log) -> None:
         try:
-            self.sender.post(connection_id, protocol.encode(error.to_event()))
+            sender.post(connection_id, protocol.encode(event))
         except GoneConnection:
-            # The sender left; its own $disconnect removes its record. (The $default function
+            # The caller left; its own $disconnect removes its record. (The $default function
             # is not allowed to write the table, so it must not try.)
             pass
         except DeliveryError as exc:
-            self.log.warning("error reply failed", extra={"reason": str(exc)})
+            log.warning("reply failed", extra={"recipient": connection_id, "reason": str(exc)})
 
-    def _forget_gone(self, connection_ids: list[str]) -> None:
-        # A 410 means API Gateway already closed the connection: its record is stale.
-        for gone_id in connection_ids:
-            self.store.delete_connection(gone_id)
+    def reply_error(self, connection_id: str, error: ProtocolError) -> None:
+        """Tell the sender, and only the sender, what was wrong with its frame."""
+        self.reply(connection_id, error.to_event())
+
+    def _post(self, connection_ids: list[str], event: dict[str, Any], outcome: Outcome) -> None:
+        if not connection_ids:
+            return
+        result = self.sender.post_many(connection_ids, protocol.encode(event))
+        outcome.count(result)
+        for failed_id, reason in result.failed.items():
+            self.log.warning("delivery failed", extra={"recipient": failed_id, "reason": reason})
+        if result.gone:
+            self._forget(result.gone, outcome)
+
+    def _announce(
+        self,
+        room: str,
+        make_event: Callable[[str, list[str]], dict[str, Any]],
+        outcome: Outcome,
+        *,
+        exclude: Iterable[str] = (),
+    ) -> dict[str, Any] | None:
+        """Send a presence change to a room's members; returns the event (None if too big)."""
+        members = self.store.room_members(room)
+        if len(members) > self.config.presence_event_limit:
+            return None
+        event = make_event(room, member_names(members))
+        skip = set(exclude)
+        self._post(
+            [m.connection_id for m in members if m.connection_id not in skip], event, outcome
+        )
+        return event
+
+    def _forget(self, connection_ids: list[str], outcome: Outcome) -> None:
+        """Remove connections that are gone, and tell their rooms they left.
+
+        Announcing may find more gone connections (410s); they are forgotten in the same loop,
+        each once, so a wave of dropped clients cannot recurse.
+        """
+        pending = list(connection_ids)
+        seen = set(pending)
+        while pending:
+            gone = self.store.remove_connection(pending.pop())
+            if gone is None:
+                continue
+            ts = self.now_ms()
+            for room in sorted(gone.rooms):
+                members = self.store.room_members(room)
+                if not members or len(members) > self.config.presence_event_limit:
+                    continue
+                event = protocol.membership_event(
+                    "left", room, gone.name, ts, member_names(members)
+                )
+                result = self.sender.post_many(
+                    [m.connection_id for m in members], protocol.encode(event)
+                )
+                outcome.count(result)
+                for gone_id in result.gone:
+                    if gone_id not in seen:
+                        seen.add(gone_id)
+                        pending.append(gone_id)
+
+
+def guest_name(connection_id: str) -> str:
+    """A default name from the connection id, e.g. ``guest-l0sm``."""
+    letters = "".join(ch for ch in connection_id if ch.isascii() and ch.isalnum())[:4].lower()
+    return f"guest-{letters or 'anon'}"

@@ -1,29 +1,40 @@
-"""What a handler builds once per execution environment (cold start) and reuses while warm:
-the store named by the environment and one sender per @connections endpoint."""
+"""What every handler shares: adapters built once per execution environment (cold start) and
+reused while warm, and the one way an action frame is run and answered."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from functools import cache
 from typing import Any
 
-from wschat.delivery import sender_for
+from wschat import protocol
+from wschat.delivery import Sender, sender_for
 from wschat.delivery.aws import management_endpoint
 from wschat.events import WebSocketEvent
-from wschat.observability import get_logger
+from wschat.observability import bind_invocation, get_logger, publish_counts
 from wschat.protocol import ProtocolError
-from wschat.service import ChatService
-from wschat.storage import ConnectionStore, open_store_from_env
+from wschat.service import ChatConfig, ChatService, Outcome
+from wschat.storage import ChatStore, StoreError, StoreUnavailable, open_store_from_env
 
 
 @cache
-def store() -> ConnectionStore:
+def store() -> ChatStore:
     return open_store_from_env()
 
 
+@cache
+def config() -> ChatConfig:
+    return ChatConfig.from_env()
+
+
+def sender_of(event: WebSocketEvent) -> Sender:
+    return sender_for(management_endpoint(event.domain_name, event.stage))
+
+
 def service_for(event: WebSocketEvent) -> ChatService:
-    sender = sender_for(management_endpoint(event.domain_name, event.stage))
-    return ChatService(store(), sender, log=get_logger())
+    """The chat service for this event's stage; raises StoreError if the store cannot open."""
+    return ChatService(store(), sender_of(event), config(), log=get_logger())
 
 
 def ok() -> dict[str, Any]:
@@ -32,3 +43,49 @@ def ok() -> dict[str, Any]:
 
 def rejected(status: int, error: ProtocolError) -> dict[str, Any]:
     return {"statusCode": status, "body": json.dumps(error.to_event())}
+
+
+def reply_error(event: WebSocketEvent, error: ProtocolError) -> None:
+    """Send an error to the caller through the sender alone: works when the store is down."""
+    ChatService.reply_to(sender_of(event), event.connection_id, error.to_event(), get_logger())
+
+
+def count_outcome(outcome: Outcome) -> None:
+    publish_counts(
+        {"MessagesDelivered": outcome.delivered, "DeliveryFailures": outcome.failed + outcome.gone}
+    )
+
+
+def run_action(
+    raw_event: dict[str, Any], context: Any, *, allowed: Collection[str] | None
+) -> dict[str, Any]:
+    """Run one client frame: answer it, or send the caller an ``error`` naming the problem."""
+    event = WebSocketEvent(raw_event)
+    log = bind_invocation(event, context)
+    try:
+        outcome = service_for(event).handle(event.connection_id, event.body, allowed=allowed)
+    except ProtocolError as error:
+        log.info("frame rejected", extra={"code": error.code, "detail": error.message})
+        reply_error(event, error)
+        return rejected(400, error)
+    except StoreError as exc:
+        # Unavailable: worth retrying. Any other store error is ours to fix, not the sender's.
+        status = 503 if isinstance(exc, StoreUnavailable) else 500
+        log.error("frame not handled: store error", extra={"reason": str(exc)})
+        unavailable = ProtocolError(
+            protocol.UNAVAILABLE, "the chat store is unavailable; try again"
+        )
+        reply_error(event, unavailable)
+        return rejected(status, unavailable)
+    log.info(
+        "frame handled",
+        extra={
+            "action": outcome.action,
+            "message_id": outcome.message_id,
+            "delivered": outcome.delivered,
+            "gone": outcome.gone,
+            "failed": outcome.failed,
+        },
+    )
+    count_outcome(outcome)
+    return ok()

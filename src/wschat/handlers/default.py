@@ -1,4 +1,5 @@
-"""``$default``: a frame whose ``action`` matches no route gets an error naming the problem."""
+"""``$default``: a frame whose ``action`` matches no route (or that is not JSON) gets an error
+naming the problem. Uses no store: it only replies to the sender."""
 
 from __future__ import annotations
 
@@ -10,25 +11,25 @@ from wschat.handlers import _runtime
 from wschat.observability import bind_invocation
 from wschat.protocol import ProtocolError
 
-KNOWN_ACTIONS = ("sendMessage",)
-
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     ws = WebSocketEvent(event)
     log = bind_invocation(ws, context)
     try:
-        action = protocol.action_of(protocol.parse_frame(ws.body))
+        # Every known action has its own route, so reaching here means the action is unknown
+        # (or the frame is not a JSON object with one).
+        payload = protocol.parse_frame(ws.body)
+        action = protocol.action_of(payload)
+        expected = ", ".join(protocol.ACTIONS)
         if action is None:
             raise ProtocolError(
-                protocol.BAD_REQUEST,
-                'the frame needs an "action" field, one of: ' + ", ".join(KNOWN_ACTIONS),
+                protocol.BAD_REQUEST, f'the frame needs an "action" field, one of: {expected}'
             )
+        shown = action[:64]
         raise ProtocolError(
-            protocol.UNKNOWN_ACTION,
-            f"unknown action {action[:64]!r}; expected one of: {', '.join(KNOWN_ACTIONS)}",
-            action[:64],
+            protocol.UNKNOWN_ACTION, f"unknown action {shown!r}; expected one of: {expected}", shown
         )
     except ProtocolError as error:
         log.info("frame rejected", extra={"code": error.code})
-        _runtime.service_for(ws).reply_error(ws.connection_id, error)
+        _runtime.reply_error(ws, error)
         return _runtime.rejected(400, error)

@@ -76,10 +76,10 @@ class SqliteStore:
     def __init__(self, path: str | Path, *, scan_page_size: int | None = None) -> None:
         self.path = str(path)
         self._scan_page_size = _PAGE_SIZE if scan_page_size is None else scan_page_size
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: autocommit, and explicit BEGIN for multi-step writes.
             self._db = sqlite3.connect(
                 self.path, timeout=10, isolation_level=None, check_same_thread=False
@@ -87,7 +87,7 @@ class SqliteStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot open SQLite store {self.path}: {exc}") from exc
 
     def _migrate(self) -> None:
@@ -373,4 +373,3 @@ class SqliteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
