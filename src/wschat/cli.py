@@ -13,6 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
+ROOM_ACTIONS = ("join", "leave", "setName", "who", "hello")
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_TEMPLATE = PACKAGE_DIR.parent.parent / "template.yaml"
 WEB_DIR = PACKAGE_DIR / "web"
@@ -21,6 +22,9 @@ OWN_ROUTES = [
     "$connect=wschat.handlers.connect.lambda_handler",
     "$disconnect=wschat.handlers.disconnect.lambda_handler",
     "sendMessage=wschat.handlers.send_message.lambda_handler",
+    "direct=wschat.handlers.send_message.lambda_handler",
+    *(f"{action}=wschat.handlers.rooms.lambda_handler" for action in ROOM_ACTIONS),
+    "history=wschat.handlers.history.lambda_handler",
     "$default=wschat.handlers.default.lambda_handler",
 ]
 
@@ -113,7 +117,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="warm execution environments per function, at most (default 2)",
     )
     serve.add_argument("--log-level", default=os.environ.get("WSCHAT_LOG_LEVEL", "INFO"))
+    token = sub.add_parser(
+        "token",
+        help="issue a token for a user (when the chat runs with WSCHAT_AUTH_SECRET)",
+        description="Print an HS256 JWT whose subject is NAME, for ?token= on connect.",
+    )
+    token.add_argument("name", help="the user name the token carries")
+    token.add_argument(
+        "--secret",
+        default=os.environ.get("WSCHAT_AUTH_SECRET"),
+        help="signing secret (default: $WSCHAT_AUTH_SECRET)",
+    )
+    token.add_argument("--ttl", type=int, default=12 * 3600, help="seconds valid (default 12 h)")
     return parser
+
+
+def issue_token(args: argparse.Namespace) -> int:
+    from wschat.auth import issue_token as make_token
+    from wschat.protocol import ProtocolError
+
+    if not args.secret:
+        print("wschat token: no secret: pass --secret or set WSCHAT_AUTH_SECRET", file=sys.stderr)
+        return 2
+    try:
+        print(make_token(args.name, args.secret, ttl_seconds=args.ttl))
+    except ProtocolError as exc:
+        print(f"wschat token: {exc.message}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _load_api(args: argparse.Namespace) -> object:
@@ -210,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "token":
+        return issue_token(args)
     raise AssertionError(args.command)
 
 

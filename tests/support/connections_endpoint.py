@@ -31,7 +31,9 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 import uuid
@@ -123,6 +125,7 @@ class ConnectionsEndpoint:
             self._thread.join(timeout=5)
             self._thread = None
         self._server.server_close()
+        self._server.close_open_connections()
 
     def __enter__(self) -> ConnectionsEndpoint:
         return self.start()
@@ -238,13 +241,36 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 1024  # listen backlog: socketserver's default of 5 drops connect bursts
     endpoint: ConnectionsEndpoint
 
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self._open: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.discard(request)
+        super().shutdown_request(request)
+
+    def close_open_connections(self) -> None:
+        """End kept-alive connections, whose threads would otherwise serve on after stop()."""
+        with self._open_lock:
+            sockets = list(self._open)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: botocore reuses its pooled connections
     disable_nagle_algorithm = True
     server: _Server
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per request on stderr would swamp test output and slow the benchmark
 
     def do_POST(self) -> None:

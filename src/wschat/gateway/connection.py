@@ -151,6 +151,10 @@ class ClientProtocol(asyncio.Protocol):
                 code, reason = ws.server_close
             elif ws.protocol.close_rcvd is not None:
                 code, reason = ws.protocol.close_rcvd.code, ws.protocol.close_rcvd.reason
+            elif ws.protocol.close_sent is not None:
+                # The protocol failed the connection (1009 too big, 1007 bad UTF-8, 1002) and
+                # closed the socket without waiting for the client's echo.
+                code, reason = ws.protocol.close_sent.code, ws.protocol.close_sent.reason
             else:
                 code, reason = 1006, ""  # dropped without a close frame
             self.gateway.connection_closed(ws, code, reason)

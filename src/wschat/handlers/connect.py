@@ -29,6 +29,6 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         # Better no connection than one nobody can reach.
         log.error("connect failed: store error", extra={"reason": str(exc)})
         return {"statusCode": 503 if isinstance(exc, StoreUnavailable) else 500}
-    log.info("connected", extra={"name": name})
+    log.info("connected", extra={"user_name": name})
     publish_counts({"ConnectionsOpened": 1})
     return _runtime.ok()
