@@ -359,13 +359,25 @@ def ack_event(message: StoredMessage) -> dict[str, Any]:
 
 
 def history_event(
-    messages: list[StoredMessage], more: bool, *, room: str | None, with_user: str | None
+    messages: list[StoredMessage],
+    more: bool,
+    *,
+    room: str | None,
+    with_user: str | None,
+    after: str | None = None,
+    before: str | None = None,
 ) -> dict[str, Any]:
+    """A page of messages; ``after``/``before`` echo the request, so a client knows whether
+    ``more`` means newer messages (catching up) or older ones (scrolling back)."""
     event: dict[str, Any] = {"type": "history"}
     if with_user is not None:
         event["with"] = with_user
     else:
         event["room"] = room
+    if after is not None:
+        event["after"] = after
+    if before is not None:
+        event["before"] = before
     event["messages"] = [stored_event(m) for m in messages]
     event["more"] = more
     return event

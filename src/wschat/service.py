@@ -303,7 +303,12 @@ class ChatService:
             key, after=command.after, before=command.before, limit=command.limit
         )
         event = protocol.history_event(
-            page.messages, page.more, room=command.room, with_user=command.with_user
+            page.messages,
+            page.more,
+            room=command.room,
+            with_user=command.with_user,
+            after=command.after,
+            before=command.before,
         )
         self.reply(connection.connection_id, event)
 
