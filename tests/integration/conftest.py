@@ -62,6 +62,33 @@ def recv_json(ws: ClientConnection, timeout: float = TIMEOUT) -> Any:
     return json.loads(ws.recv(timeout=timeout))
 
 
+def recv_until(
+    ws: ClientConnection, predicate: Callable[[Any], bool], timeout: float = TIMEOUT
+) -> Any:
+    """The first JSON message matching ``predicate``, skipping others (presence events...)."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while True:
+        try:
+            message = json.loads(ws.recv(timeout=max(0.01, deadline - time.monotonic())))
+        except TimeoutError:
+            pytest.fail(f"no matching message within {timeout}s; got {seen!r}")
+        if predicate(message):
+            return message
+        seen.append(message)
+
+
+def drain(ws: ClientConnection, quiet: float = 0.3) -> list[Any]:
+    """Every JSON message that arrives until none has for ``quiet`` seconds (at most 20)."""
+    messages = []
+    while len(messages) < 20:
+        try:
+            messages.append(json.loads(ws.recv(timeout=quiet)))
+        except TimeoutError:
+            break
+    return messages
+
+
 class LogCapture(logging.Handler):
     """The gateway's log (``wschat.gateway``) and its functions' output (``wschat.functions``)."""
 
