@@ -214,6 +214,12 @@ def serve(args: argparse.Namespace) -> int:
         config.ca_bundle = files.ca_cert
 
     async def main() -> None:
+        # Before anything is printed: a signal sent as soon as the URLs appear must stop the
+        # gateway gracefully, not kill the process.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
         gateway = Gateway(config)
         await gateway.start()
         print(f"wschat gateway ({api.name}, {len(api.routes)} routes, store: {args.store})")
@@ -223,10 +229,6 @@ def serve(args: argparse.Namespace) -> int:
         if config.ca_bundle is not None:
             print(f"  CA bundle:   {config.ca_bundle}")
         print("Press Ctrl+C to stop.", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
         await gateway.serve_forever(stop)
 
     try:

@@ -350,7 +350,6 @@ class ServeProcess:
 
     @property
     def stderr(self) -> str:
-        self._stderr.flush()
         return self.stderr_path.read_text(errors="replace")
 
     @property

@@ -1,0 +1,60 @@
+"""Graceful shutdown of ``wschat serve``: SIGTERM or SIGINT closes every client with 1001, runs
+$disconnect for each (the connections store ends empty) and the process exits 0."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from tests.integration.conftest import PROJECT_TEMPLATE, TIMEOUT, wait_for, wschat_serve
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+pytestmark = pytest.mark.integration
+
+
+def _stored_ids(database: Path) -> set[str]:
+    if not database.exists():
+        return set()
+    with sqlite3.connect(database) as db:
+        return {row[0] for row in db.execute('SELECT connectionId FROM "websocket-connections"')}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_closes_clients_with_1001_runs_disconnect_and_exits_0(
+    tmp_path: Path, signum: int
+) -> None:
+    database = tmp_path / "wschat.sqlite3"
+    args = ["--template", str(PROJECT_TEMPLATE), "--store", "sqlite", "--data-dir", str(tmp_path)]
+    with wschat_serve(args, tmp_path) as server, ExitStack() as stack:
+        clients = [
+            stack.enter_context(
+                connect(server.websocket_url, open_timeout=TIMEOUT, close_timeout=2)
+            )
+            for _ in range(3)
+        ]
+        wait_for(lambda: len(_stored_ids(database)) == 3, what="three stored connections")
+
+        exit_code = server.signal(signum)
+
+        codes = []
+        for ws in clients:
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:  # skip whatever arrived before the close (presence events)
+                    ws.recv(timeout=TIMEOUT)
+            assert closed.value.rcvd is not None, "closed without a close frame"
+            codes.append(closed.value.rcvd.code)
+    assert exit_code == 0, server.stderr
+    assert codes == [1001, 1001, 1001]
+    assert _stored_ids(database) == set()  # every $disconnect ran before the exit
+    assert server.stderr.count("$disconnect DisconnectFunction 200") == 3
+    assert "gateway stopped" in server.stderr
+
+
+def test_signal_with_no_clients_exits_0_promptly(tmp_path: Path) -> None:
+    args = ["--template", str(PROJECT_TEMPLATE), "--data-dir", str(tmp_path)]
+    with wschat_serve(args, tmp_path) as server:
+        assert server.signal(signal.SIGTERM, timeout=10) == 0, server.stderr
