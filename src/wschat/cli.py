@@ -1,4 +1,5 @@
-"""The ``wschat`` command: ``serve`` runs the local gateway; more subcommands join later.
+"""The ``wschat`` command: ``serve`` runs the local gateway, ``client`` chats in a terminal,
+``token`` issues a token for a chat with auth on.
 
 This module only parses arguments and builds a GatewayConfig; the gateway owns the lifecycle.
 """
@@ -117,6 +118,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="warm execution environments per function, at most (default 2)",
     )
     serve.add_argument("--log-level", default=os.environ.get("WSCHAT_LOG_LEVEL", "INFO"))
+    client = sub.add_parser(
+        "client",
+        help="chat in the terminal",
+        description="Connect to a wschat stage (local or on AWS) and chat line by line.",
+    )
+    client.add_argument(
+        "url", nargs="?", default="ws://127.0.0.1:8000/local", help="WebSocket URL of the stage"
+    )
+    client.add_argument("--name", help="your name (default: a guest name)")
+    client.add_argument("--room", default="lobby", help="room to talk in (default lobby)")
+    client.add_argument(
+        "--token",
+        default=os.environ.get("WSCHAT_TOKEN"),
+        help="token for a chat with auth on (default: $WSCHAT_TOKEN)",
+    )
+
     token = sub.add_parser(
         "token",
         help="issue a token for a user (when the chat runs with WSCHAT_AUTH_SECRET)",
@@ -245,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args)
     if args.command == "token":
         return issue_token(args)
+    if args.command == "client":
+        from wschat.client import run_client
+
+        return run_client(args.url, name=args.name, room=args.room, token=args.token)
     raise AssertionError(args.command)
 
 

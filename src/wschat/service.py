@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -109,6 +109,9 @@ class ChatService:
         self.config = config or ChatConfig()
         self.log: Log = log or logging.getLogger("wschat")
         self.now_ms = now_ms
+        # A connection still in its $connect cannot be posted to (API Gateway answers 410); a
+        # 410 must not be taken for a departure then, so such ids are left out of every post.
+        self._connecting: set[str] = set()
 
     # --- $connect / $disconnect --------------------------------------------------------------
 
@@ -130,15 +133,17 @@ class ChatService:
         self.store.put_connection(connection)
         outcome = Outcome("$connect")
         ts = self.now_ms()
-        for room in rooms:
-            # The new connection cannot be posted to until $connect returns (API Gateway answers
-            # 410), so it learns about the room from presence/history once it is open.
-            self._announce(
-                room,
-                lambda r, names: protocol.membership_event("joined", r, name, ts, names),
-                outcome,
-                exclude=(connection_id,),
-            )
+        self._connecting.add(connection_id)
+        try:
+            for room in rooms:
+                # The new connection learns about its rooms from hello/history once it is open.
+                self._announce(
+                    room,
+                    lambda r, names: protocol.membership_event("joined", r, name, ts, names),
+                    outcome,
+                )
+        finally:
+            self._connecting.discard(connection_id)
         return name
 
     def disconnect(self, connection_id: str) -> Outcome:
@@ -340,6 +345,7 @@ class ChatService:
         self.reply(connection_id, error.to_event())
 
     def _post(self, connection_ids: list[str], event: dict[str, Any], outcome: Outcome) -> None:
+        connection_ids = [cid for cid in connection_ids if cid not in self._connecting]
         if not connection_ids:
             return
         result = self.sender.post_many(connection_ids, protocol.encode(event))
@@ -354,8 +360,6 @@ class ChatService:
         room: str,
         make_event: Callable[[str, list[str]], dict[str, Any]],
         outcome: Outcome,
-        *,
-        exclude: Iterable[str] = (),
     ) -> dict[str, Any] | None:
         """Send a presence change to a room's members; returns the event (None if too big)."""
         members = self.store.room_members(room)
@@ -388,9 +392,10 @@ class ChatService:
                 event = protocol.membership_event(
                     "left", room, gone.name, ts, member_names(members)
                 )
-                result = self.sender.post_many(
-                    [m.connection_id for m in members], protocol.encode(event)
-                )
+                recipients = [
+                    m.connection_id for m in members if m.connection_id not in self._connecting
+                ]
+                result = self.sender.post_many(recipients, protocol.encode(event))
                 outcome.count(result)
                 for gone_id in result.gone:
                     if gone_id not in seen:

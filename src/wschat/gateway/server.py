@@ -341,6 +341,9 @@ class Gateway:
     def _static(self, request: http.Request) -> bytes:
         if request.path == "/healthz":
             return http.json_response(200, {"status": "ok", "connections": len(self.connections)})
+        if request.path == "/config.json":
+            # Tells the chat page where this gateway's WebSocket stage is.
+            return http.json_response(200, {"websocketUrl": self.websocket_url})
         static_dir = self.config.static_dir
         if static_dir is None:
             return http.json_response(404, {"message": "Not Found"})

@@ -1,50 +1,302 @@
-// The chat page: one WebSocket to the gateway (or ?ws=wss://... for a deployed stage).
-// Messages are inserted as text nodes, never as HTML.
-const params = new URLSearchParams(location.search);
-const defaultUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/local`;
-const url = params.get("ws") || defaultUrl;
-const log = document.getElementById("log");
-const status = document.getElementById("status");
-const form = document.getElementById("send");
-const input = document.getElementById("message");
-let socket;
-let retry = 0;
+// The chat page: renders what ChatConnection receives. Text from the network is only ever
+// put into the page with textContent, never as HTML.
+import { ChatConnection, ChatStore } from "./connection.js";
 
-function show(text, kind = "message") {
-  const item = document.createElement("li");
-  item.className = kind;
-  item.textContent = text;
-  log.append(item);
-  log.scrollTop = log.scrollHeight;
+const $ = (id) => document.getElementById(id);
+const saved = {
+  get: (key, fallback) => {
+    try { return JSON.parse(localStorage.getItem(`wschat.${key}`)) ?? fallback; } catch { return fallback; }
+  },
+  set: (key, value) => {
+    try { localStorage.setItem(`wschat.${key}`, JSON.stringify(value)); } catch { /* private mode */ }
+  },
+};
+
+async function websocketUrl() {
+  const fromQuery = new URLSearchParams(location.search).get("ws");
+  if (fromQuery) return fromQuery;
+  try {
+    const response = await fetch("config.json", { cache: "no-store" });
+    if (response.ok) return (await response.json()).websocketUrl;
+  } catch { /* a static host without the gateway: fall through */ }
+  return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/local`;
 }
 
-function setStatus(state, text) {
-  status.dataset.state = state;
-  status.textContent = text;
+const store = new ChatStore();
+const state = {
+  active: saved.get("active", "lobby"),
+  pending: new Map(), // clientId -> {key, text}
+  notices: new Map(), // conversation key -> [{afterId, text}]
+  scrollToBottom: true,
+};
+let connection;
+let noticeTimer;
+
+function clientId() {
+  return `c-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
 }
 
-function connect() {
-  socket = new WebSocket(url);
-  socket.addEventListener("open", () => { retry = 0; setStatus("open", "connected"); });
-  socket.addEventListener("close", () => {
-    setStatus("closed", "reconnecting…");
-    retry = Math.min(retry + 1, 6);
-    setTimeout(connect, 250 * 2 ** retry);
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function formatTime(ts) {
+  return new Date(ts).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+function showNotice(text) {
+  const notice = $("notice");
+  notice.textContent = text;
+  notice.hidden = false;
+  clearTimeout(noticeTimer);
+  noticeTimer = setTimeout(() => { notice.hidden = true; }, 8000);
+}
+
+function addSystemLine(key, text) {
+  const lines = state.notices.get(key) || [];
+  lines.push({ afterId: store.lastId(key), text });
+  state.notices.set(key, lines.slice(-50));
+}
+
+function isRoom(key) { return !key.startsWith("@"); }
+
+function setActive(key) {
+  state.active = key;
+  saved.set("active", key);
+  store.conversation(key).unread = 0;
+  state.scrollToBottom = true;
+  $("app").classList.remove("menu-open");
+  $("menu-toggle").setAttribute("aria-expanded", "false");
+  if (!isRoom(key) && connection && store.sorted(key).length === 0) connection.loadOlder(key);
+  render();
+  $("message-input").focus();
+}
+
+// --- rendering ------------------------------------------------------------------------------
+
+function renderLists() {
+  const roomList = $("room-list");
+  roomList.replaceChildren();
+  const rooms = connection ? [...connection.rooms].sort() : ["lobby"];
+  for (const room of rooms) roomList.append(conversationItem(room, `#${room}`));
+  const dmList = $("dm-list");
+  dmList.replaceChildren();
+  for (const user of store.directUsers().sort()) dmList.append(conversationItem(`@${user}`, `@${user}`));
+}
+
+function conversationItem(key, label) {
+  const item = el("li");
+  const button = el("button");
+  button.type = "button";
+  button.append(el("span", "", label));
+  const unread = store.conversation(key).unread;
+  if (unread && key !== state.active) button.append(el("span", "badge", String(unread)));
+  if (key === state.active) button.setAttribute("aria-current", "true");
+  button.addEventListener("click", () => setActive(key));
+  item.append(button);
+  return item;
+}
+
+function renderMembers() {
+  const key = state.active;
+  const members = isRoom(key) ? store.conversation(key).members : [connection?.name, key.slice(1)].filter(Boolean);
+  const list = $("member-list");
+  list.replaceChildren();
+  for (const name of [...new Set(members)].sort()) {
+    const item = el("li", "", name);
+    if (name === connection?.name) item.append(el("span", "you", " (you)"));
+    list.append(item);
+  }
+  $("member-count").textContent = `(${new Set(members).size})`;
+  $("leave-button").hidden = !isRoom(key);
+}
+
+function messageItem(message, me) {
+  const item = el("li", "message");
+  if (message.from === me) item.classList.add("mine");
+  item.append(el("span", "from", message.from));
+  item.append(el("span", "text", message.text));
+  const time = el("time", "", formatTime(message.ts));
+  time.dateTime = new Date(message.ts).toISOString();
+  item.append(time);
+  item.dataset.id = message.id;
+  return item;
+}
+
+function renderMessages() {
+  const key = state.active;
+  const box = $("messages");
+  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
+  const previousHeight = box.scrollHeight;
+  const list = $("message-list");
+  list.replaceChildren();
+  const me = connection?.name;
+  const notices = state.notices.get(key) || [];
+  for (const notice of notices.filter((n) => n.afterId === null)) list.append(el("li", "system", notice.text));
+  for (const message of store.sorted(key)) {
+    list.append(messageItem(message, me));
+    for (const notice of notices.filter((n) => n.afterId === message.id)) list.append(el("li", "system", notice.text));
+  }
+  for (const [, pending] of state.pending) {
+    if (pending.key !== key) continue;
+    const item = messageItem({ from: me, text: pending.text, ts: Date.now(), id: "" }, me);
+    item.classList.add("pending");
+    item.setAttribute("aria-label", "sending");
+    list.append(item);
+  }
+  $("load-older").hidden = !store.conversation(key).more;
+  if (state.scrollToBottom || atBottom) box.scrollTop = box.scrollHeight;
+  else if (state.keepOffset) box.scrollTop = box.scrollHeight - previousHeight + box.scrollTop;
+  state.scrollToBottom = false;
+  state.keepOffset = false;
+}
+
+function render() {
+  const key = state.active;
+  $("title").textContent = isRoom(key) ? `#${key}` : key;
+  $("message-input").placeholder = `Message ${isRoom(key) ? `#${key}` : key}`;
+  document.title = `${$("title").textContent} · wschat`;
+  renderLists();
+  renderMembers();
+  renderMessages();
+}
+
+// --- frames ---------------------------------------------------------------------------------
+
+function onFrame(frame) {
+  const me = connection.name;
+  switch (frame.type) {
+    case "message":
+    case "direct": {
+      const key = frame.type === "message" ? frame.room : frame.key;
+      if (frame.clientId) state.pending.delete(frame.clientId);
+      if (frame.isNew && key !== state.active) store.conversation(key).unread += 1;
+      break;
+    }
+    case "ack":
+      // Stored: the message event itself will replace the pending line.
+      break;
+    case "history":
+      if (frame.before) state.keepOffset = true;
+      break;
+    case "joined":
+      if (frame.name === me) {
+        if (state.joining === frame.room) { state.joining = null; setActive(frame.room); }
+        saved.set("rooms", [...connection.rooms]);
+      } else addSystemLine(frame.room, `${frame.name} joined`);
+      break;
+    case "left":
+      if (frame.name === me) {
+        store.conversations.delete(frame.room);
+        saved.set("rooms", [...connection.rooms]);
+        if (state.active === frame.room) setActive("lobby");
+      } else addSystemLine(frame.room, `${frame.name} left`);
+      break;
+    case "renamed":
+      addSystemLine(frame.room, `${frame.from} is now ${frame.to}`);
+      break;
+    case "hello":
+      $("name-input").value = frame.name;
+      saved.set("name", frame.name);
+      saved.set("rooms", frame.rooms);
+      if (isRoom(state.active) && !frame.rooms.includes(state.active)) state.active = "lobby";
+      break;
+    case "error":
+      showNotice(`${frame.message} (${frame.code})`);
+      if (frame.code === "rate_limited" || frame.code === "too_long" || frame.code === "not_in_room") {
+        // The frame was not accepted: nothing is pending any more.
+        state.pending.clear();
+      }
+      break;
+    default:
+      if (frame.message && frame.connectionId) showNotice(`gateway: ${frame.message}`);
+  }
+  render();
+}
+
+function onStatus({ state: status, detail }) {
+  const labels = { connecting: "connecting…", open: "connected", reconnecting: "reconnecting…", closed: "offline", error: "error" };
+  const pill = $("status");
+  pill.dataset.state = status;
+  pill.textContent = labels[status] || status;
+  pill.title = detail || "";
+}
+
+// --- forms ----------------------------------------------------------------------------------
+
+function send(text) {
+  const key = state.active;
+  const id = clientId();
+  const frame = isRoom(key)
+    ? { action: "sendMessage", room: key, message: text, clientId: id }
+    : { action: "direct", to: key.slice(1), message: text, clientId: id };
+  state.pending.set(id, { key, text });
+  state.scrollToBottom = true;
+  connection.send(frame);
+  render();
+}
+
+function bindForms() {
+  $("composer").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const input = $("message-input");
+    const text = input.value;
+    if (!text.trim()) return;
+    input.value = "";
+    send(text);
   });
-  socket.addEventListener("message", (event) => {
-    let data;
-    try { data = JSON.parse(event.data); } catch { show(event.data); return; }
-    if (data.type === "message") show(`${data.from}: ${data.text}`);
-    else if (data.type === "error") show(`error (${data.code}): ${data.message}`, "error");
-    else if (data.message) show(`gateway: ${data.message}`, "error");
+  $("message-input").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      $("composer").requestSubmit();
+    }
+  });
+  $("name-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    connection.send({ action: "setName", name: $("name-input").value.trim() });
+  });
+  $("join-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const room = $("join-input").value.trim().toLowerCase();
+    $("join-input").value = "";
+    if (connection.rooms.has(room)) { setActive(room); return; }
+    state.joining = room;
+    connection.send({ action: "join", room });
+  });
+  $("dm-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const user = $("dm-input").value.trim();
+    $("dm-input").value = "";
+    store.directs.add(user);
+    setActive(`@${user}`);
+  });
+  $("leave-button").addEventListener("click", () => {
+    if (isRoom(state.active)) connection.send({ action: "leave", room: state.active });
+  });
+  $("load-older").addEventListener("click", () => connection.loadOlder(state.active));
+  $("messages").addEventListener("scroll", () => {
+    const box = $("messages");
+    if (box.scrollTop === 0 && store.conversation(state.active).more) connection.loadOlder(state.active);
+  });
+  $("menu-toggle").addEventListener("click", () => {
+    const open = $("app").classList.toggle("menu-open");
+    $("menu-toggle").setAttribute("aria-expanded", String(open));
   });
 }
 
-form.addEventListener("submit", (event) => {
-  event.preventDefault();
-  if (!input.value.trim() || socket.readyState !== WebSocket.OPEN) return;
-  socket.send(JSON.stringify({ action: "sendMessage", message: input.value }));
-  input.value = "";
-});
+async function main() {
+  bindForms();
+  connection = new ChatConnection(await websocketUrl(), store);
+  connection.name = saved.get("name", null);
+  for (const room of saved.get("rooms", [])) connection.rooms.add(room);
+  connection.addEventListener("frame", (event) => onFrame(event.detail.frame));
+  connection.addEventListener("status", (event) => onStatus(event.detail));
+  window.wschat = { connection, store }; // for the console and for tests
+  render();
+  connection.open();
+}
 
-connect();
+main();

@@ -1,0 +1,236 @@
+// The chat connection: one WebSocket, reconnect with backoff, catch-up after reconnect.
+// No DOM here: the page listens to the events this emits.
+//
+// Events (EventTarget): "status" {state}, "hello" {name, rooms, connectionId},
+// "frame" {frame} for every server frame after it is applied to the store.
+
+const MAX_BACKOFF_MS = 10000;
+const HISTORY_PAGE = 50;
+
+export class ChatConnection extends EventTarget {
+  constructor(url, store) {
+    super();
+    this.url = url;
+    this.store = store;
+    this.socket = null;
+    this.attempt = 0;
+    this.name = null;
+    this.rooms = new Set(["lobby"]);
+    this.pending = [];
+    this.closedByUser = false;
+  }
+
+  // The URL for the next connection: our name and rooms ride along on $connect.
+  connectUrl() {
+    const url = new URL(this.url);
+    if (this.name) url.searchParams.set("name", this.name);
+    const extra = [...this.rooms].filter((room) => room !== "lobby");
+    if (extra.length) url.searchParams.set("room", extra.join(","));
+    return url.toString();
+  }
+
+  open() {
+    this.closedByUser = false;
+    this.emit("status", { state: this.attempt ? "reconnecting" : "connecting" });
+    let socket;
+    try {
+      socket = new WebSocket(this.connectUrl());
+    } catch (error) {
+      this.emit("status", { state: "error", detail: String(error) });
+      return;
+    }
+    this.socket = socket;
+    socket.addEventListener("open", () => {
+      this.attempt = 0;
+      this.emit("status", { state: "open" });
+      this.send({ action: "hello" });
+      for (const frame of this.pending.splice(0)) this.send(frame);
+    });
+    socket.addEventListener("message", (event) => this.receive(event.data));
+    socket.addEventListener("close", (event) => {
+      if (this.socket !== socket) return;
+      this.socket = null;
+      if (this.closedByUser) {
+        this.emit("status", { state: "closed" });
+        return;
+      }
+      // Refused handshakes (bad name, auth) close before "open" with code 1006.
+      const delay = Math.min(MAX_BACKOFF_MS, 250 * 2 ** this.attempt) * (0.75 + Math.random() / 2);
+      this.attempt += 1;
+      this.emit("status", { state: "reconnecting", detail: `retrying in ${Math.round(delay / 100) / 10}s`, code: event.code });
+      setTimeout(() => this.open(), delay);
+    });
+  }
+
+  close() {
+    this.closedByUser = true;
+    if (this.socket) this.socket.close(1000, "bye");
+  }
+
+  get isOpen() {
+    return this.socket !== null && this.socket.readyState === WebSocket.OPEN;
+  }
+
+  send(frame) {
+    if (!this.isOpen) {
+      // Kept until the next open; frames are small and few while offline.
+      if (frame.action !== "hello" && frame.action !== "history") this.pending.push(frame);
+      return false;
+    }
+    this.socket.send(JSON.stringify(frame));
+    return true;
+  }
+
+  receive(text) {
+    let frame;
+    try {
+      frame = JSON.parse(text);
+    } catch {
+      return;
+    }
+    if (frame.type === "hello") {
+      this.name = frame.name;
+      this.rooms = new Set(frame.rooms);
+      this.store.setRooms(frame.rooms);
+      this.emit("hello", frame);
+      this.catchUp();
+    } else if ((frame.type === "joined" || frame.type === "left") && frame.name === this.name) {
+      if (frame.type === "joined") this.rooms.add(frame.room);
+      else this.rooms.delete(frame.room);
+    } else if (frame.type === "renamed" && frame.from === this.name) {
+      this.name = frame.to;
+    }
+    this.store.apply(frame, this.name);
+    this.emit("frame", { frame });
+    if (frame.type === "history" && frame.after && frame.more && frame.messages.length) {
+      // Catching up and there is more: ask for the next page after the newest we got.
+      const next = { action: "history", after: frame.messages[frame.messages.length - 1].id, limit: HISTORY_PAGE };
+      if (frame.with) next.with = frame.with;
+      else next.room = frame.room;
+      this.send(next);
+    }
+  }
+
+  // Older messages of a conversation, for scrolling back.
+  loadOlder(key) {
+    const before = this.store.oldestId(key);
+    const frame = { action: "history", limit: HISTORY_PAGE };
+    if (before) frame.before = before;
+    if (key.startsWith("@")) frame.with = key.slice(1);
+    else frame.room = key;
+    this.send(frame);
+  }
+
+  // After (re)connecting: fetch what each room missed, or its newest page the first time.
+  catchUp() {
+    for (const room of this.rooms) {
+      const last = this.store.lastId(room);
+      if (last) this.send({ action: "history", room, after: last, limit: HISTORY_PAGE });
+      else this.send({ action: "history", room, limit: HISTORY_PAGE });
+      this.send({ action: "who", room });
+    }
+    for (const user of this.store.directUsers()) {
+      const last = this.store.lastId(`@${user}`);
+      const frame = { action: "history", with: user, limit: HISTORY_PAGE };
+      if (last) frame.after = last;
+      this.send(frame);
+    }
+  }
+
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+// Conversations by key: a room name, or "@name" for direct messages with name.
+// Messages are kept by id, so a message seen twice (live and in a catch-up page) shows once.
+export class ChatStore {
+  constructor() {
+    this.conversations = new Map();
+    this.directs = new Set();
+  }
+
+  conversation(key) {
+    let conversation = this.conversations.get(key);
+    if (!conversation) {
+      conversation = { key, messages: new Map(), members: [], more: null, unread: 0, notices: [] };
+      this.conversations.set(key, conversation);
+    }
+    return conversation;
+  }
+
+  setRooms(rooms) {
+    for (const room of rooms) this.conversation(room);
+  }
+
+  directUsers() {
+    return [...this.directs];
+  }
+
+  lastId(key) {
+    const conversation = this.conversations.get(key);
+    if (!conversation || conversation.messages.size === 0) return null;
+    let last = null;
+    for (const id of conversation.messages.keys()) if (last === null || id > last) last = id;
+    return last;
+  }
+
+  oldestId(key) {
+    const conversation = this.conversations.get(key);
+    if (!conversation || conversation.messages.size === 0) return null;
+    let first = null;
+    for (const id of conversation.messages.keys()) if (first === null || id < first) first = id;
+    return first;
+  }
+
+  sorted(key) {
+    const conversation = this.conversations.get(key);
+    if (!conversation) return [];
+    return [...conversation.messages.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  addMessage(key, message) {
+    const conversation = this.conversation(key);
+    const isNew = !conversation.messages.has(message.id);
+    conversation.messages.set(message.id, message);
+    return isNew;
+  }
+
+  directKey(message, me) {
+    const other = message.from === me ? message.to : message.from;
+    this.directs.add(other);
+    return `@${other}`;
+  }
+
+  apply(frame, me) {
+    switch (frame.type) {
+      case "message":
+        frame.isNew = this.addMessage(frame.room, frame);
+        break;
+      case "direct":
+        frame.key = this.directKey(frame, me);
+        frame.isNew = this.addMessage(frame.key, frame);
+        break;
+      case "history": {
+        const key = frame.with ? `@${frame.with}` : frame.room;
+        if (frame.with) this.directs.add(frame.with);
+        const conversation = this.conversation(key);
+        for (const message of frame.messages) this.addMessage(key, message);
+        // Without "after", "more" tells whether older messages exist.
+        if (!frame.after) conversation.more = frame.more;
+        frame.key = key;
+        break;
+      }
+      case "presence":
+        this.conversation(frame.room).members = frame.members;
+        break;
+      case "joined":
+      case "left":
+      case "renamed":
+        this.conversation(frame.room).members = frame.members;
+        break;
+      default:
+        break;
+    }
+  }
+}
