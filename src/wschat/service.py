@@ -366,10 +366,7 @@ class ChatService:
         if len(members) > self.config.presence_event_limit:
             return None
         event = make_event(room, member_names(members))
-        skip = set(exclude)
-        self._post(
-            [m.connection_id for m in members if m.connection_id not in skip], event, outcome
-        )
+        self._post([m.connection_id for m in members], event, outcome)
         return event
 
     def _forget(self, connection_ids: list[str], outcome: Outcome) -> None:
