@@ -337,12 +337,6 @@ def test_handler_that_cannot_be_imported_fails_every_invocation(
     assert "ModuleNotFoundError" in worker.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: worker_main.Worker.load_handler reports every init failure as "
-    "Runtime.ImportModuleError; Lambda's runtime (awslambdaric bootstrap._get_handler) says "
-    "Runtime.HandlerNotFound, Runtime.UserCodeSyntaxError, or the exception's own type",
-)
 @pytest.mark.parametrize(
     ("module", "handler", "error_type"),
     [
@@ -389,11 +383,6 @@ def test_remaining_time_is_never_negative(start_worker: StartWorker) -> None:
     assert worker.invoke(timeout_ms=-5_000)["value"]["remaining_ms"] == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: worker_main.LambdaContext.memory_limit_in_mb is an int; Lambda's runtime "
-    "(awslambdaric LambdaContext) reads it from AWS_LAMBDA_FUNCTION_MEMORY_SIZE as a str",
-)
 def test_memory_limit_is_a_string_as_in_lambda(start_worker: StartWorker) -> None:
     worker = start_worker("app.describe_context", memory_mb=512)
     assert worker.invoke()["value"]["memory_limit_in_mb"] == "512"
@@ -446,12 +435,6 @@ def test_fast_path_carries_binary_data_as_base64(start_worker: StartWorker) -> N
     assert worker.receive()["value"]["delivered"] == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: worker_main.PipeChannel ignores the 'error' field of a reply (workers.py sends "
-    "{'error': ...} when the gateway's channel handler raises); post_many then raises "
-    "KeyError('delivered') in the handler instead of DeliveryError",
-)
 def test_fast_path_failure_reaches_the_handler_as_delivery_error(
     start_worker: StartWorker,
 ) -> None:
@@ -466,23 +449,12 @@ def test_fast_path_failure_reaches_the_handler_as_delivery_error(
     assert "gateway is shutting down" in result["value"]["delivery_error"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: ipc.encode uses default=str, so worker_main returns a result Lambda could "
-    "not marshal (a set) as ok with its str(); Lambda fails it with Runtime.MarshalError",
-)
 def test_unserialisable_result_fails_with_marshal_error(start_worker: StartWorker) -> None:
     result = start_worker("app.unserialisable").invoke()
     assert result["ok"] is False
     assert result["error"]["errorType"] == "Runtime.MarshalError"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: worker_main.Worker.serve encodes the result outside any try; a result json "
-    "cannot encode (a circular dict) kills the worker, losing its warm state, where Lambda "
-    "fails the invocation with Runtime.MarshalError",
-)
 def test_result_that_cannot_be_encoded_fails_with_marshal_error_and_keeps_the_worker(
     start_worker: StartWorker,
 ) -> None:
@@ -493,11 +465,6 @@ def test_result_that_cannot_be_encoded_fails_with_marshal_error_and_keeps_the_wo
     assert worker.process.poll() is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: ipc.encode's default=str turns a Decimal into a JSON string; Lambda's "
-    "marshaller writes Decimal as a JSON number (DynamoDB reads return Decimals)",
-)
 def test_decimal_result_is_a_json_number(start_worker: StartWorker) -> None:
     assert start_worker("app.decimal_result").invoke()["value"]["count"] == 3
 

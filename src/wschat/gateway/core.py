@@ -209,10 +209,13 @@ def status_of(result: Any) -> int:
     """The status a Lambda proxy result stands for: ``statusCode``, or 200 when absent."""
     if isinstance(result, Mapping):
         code = result.get("statusCode", 200)
-        try:
-            return int(code)
-        except (TypeError, ValueError):
+        if isinstance(code, bool):
             return 502
+        try:
+            status = int(code)
+        except (TypeError, ValueError, OverflowError):
+            return 502
+        return status if 100 <= status <= 599 else 502
     return 200
 
 

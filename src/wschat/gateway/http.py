@@ -62,6 +62,8 @@ def parse_head(buffer: bytes | bytearray) -> tuple[Request, int] | None:
         if len(buffer) > MAX_HEAD_BYTES:
             raise BadRequest(431, "request head too large")
         return None
+    if end + 4 > MAX_HEAD_BYTES:
+        raise BadRequest(431, "request head too large")
     head = bytes(buffer[: end + 4])
     try:
         text = head.decode("latin-1")
@@ -79,16 +81,25 @@ def parse_head(buffer: bytes | bytearray) -> tuple[Request, int] | None:
         if not sep or not name or name != name.strip():
             raise BadRequest(400, "malformed header line")
         headers.append((name, value.strip()))
-    parts = urlsplit(target)
+    # An origin-form target ("/path?query") is split by hand: urlsplit would read "//a/b" as
+    # a host, and raises on some malformed targets.
+    raw_path, _, raw_query = target.partition("?")
+    raw_path = raw_path.partition("#")[0]
+    if not raw_path.startswith("/"):
+        try:
+            parts = urlsplit(target)
+        except ValueError:
+            raise BadRequest(400, "malformed request target") from None
+        raw_path, raw_query = parts.path or "/", parts.query
     request = Request(
         method=method,
         target=target,
         version=version,
         headers=headers,
         head=head,
-        path=unquote(parts.path),
-        raw_path=parts.path,
-        query=parse_qsl(parts.query, keep_blank_values=True),
+        path=unquote(raw_path),
+        raw_path=raw_path,
+        query=parse_qsl(raw_query, keep_blank_values=True),
     )
     return request, len(head)
 
@@ -97,7 +108,7 @@ def body_length(request: Request) -> int:
     if request.header("Transfer-Encoding"):
         raise BadRequest(411, "chunked bodies are not supported; send Content-Length")
     raw = request.header("Content-Length") or "0"
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 10):
         raise BadRequest(400, "invalid Content-Length")
     length = int(raw)
     if length > MAX_BODY_BYTES:
@@ -117,9 +128,10 @@ def response(
     lines = [
         f"HTTP/1.1 {status} {phrase}",
         f"Date: {formatdate(usegmt=True)}",
-        f"Content-Length: {len(body)}",
         "Connection: keep-alive" if keep_alive else "Connection: close",
     ]
+    if status >= 200 and status != 204:  # RFC 9110 8.6: no Content-Length on 1xx and 204
+        lines.append(f"Content-Length: {len(body)}")
     if body or status not in (204, 304):
         lines.append(f"Content-Type: {content_type}")
     for name, value in (headers or {}).items():

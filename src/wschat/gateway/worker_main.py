@@ -12,8 +12,10 @@ which are removed from the environment before the handler module is imported.
 
 from __future__ import annotations
 
+import decimal
 import importlib
 import itertools
+import json
 import os
 import queue
 import sys
@@ -40,7 +42,7 @@ class LambdaContext:
         self.function_name = function_name
         self.function_version = "$LATEST"
         self.invoked_function_arn = f"arn:aws:lambda:{region}:123456789012:function:{function_name}"
-        self.memory_limit_in_mb = memory_mb
+        self.memory_limit_in_mb = str(memory_mb)  # a string on Lambda too
         self.log_group_name = f"/aws/lambda/{function_name}"
         self.log_stream_name = f"local/[$LATEST]{os.getpid()}"
         self.identity = None
@@ -66,7 +68,10 @@ class PipeChannel:
         with self._lock:
             self._pending[call_id] = future
         self._write({**message, "id": call_id})
-        return future.result(timeout=30)
+        reply = future.result(timeout=30)
+        if "error" in reply:
+            raise DeliveryError(f"the gateway could not {message['op']}: {reply['error']}")
+        return reply
 
     def resolve(self, message: dict[str, Any]) -> None:
         with self._lock:
@@ -133,15 +138,31 @@ class Worker:
             self._out.write(data)
 
     def load_handler(self) -> None:
+        # Errors are named as Lambda's Python runtime names them, and reported on every
+        # invocation, as Lambda does.
         module_name, _, function_name = self.handler_path.rpartition(".")
         try:
             module = importlib.import_module(module_name)
-            handler = getattr(module, function_name)
-        except Exception as exc:  # reported on every invocation, as Lambda does
+        except Exception as exc:
             traceback.print_exc()
-            self.init_error = _error_info(exc, "Runtime.ImportModuleError")
+            if isinstance(exc, SyntaxError):
+                self.init_error = _error_info(exc, "Runtime.UserCodeSyntaxError")
+            elif isinstance(exc, ImportError):
+                self.init_error = _error_info(exc, "Runtime.ImportModuleError")
+            else:
+                self.init_error = _error_info(exc)
             return
-        self.handler = handler
+        handler = getattr(module, function_name, None)
+        if callable(handler):
+            self.handler = handler
+            return
+        message = f"Handler '{function_name}' missing on module '{module_name}'"
+        print(message, file=sys.stderr)
+        self.init_error = {
+            "errorType": "Runtime.HandlerNotFound",
+            "errorMessage": message,
+            "stackTrace": [],
+        }
 
     def read_loop(self) -> None:
         decoder = ipc.Decoder()
@@ -179,7 +200,19 @@ class Worker:
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
+        try:
+            # Lambda serializes the result as JSON (Decimal as a number); what JSON cannot
+            # hold fails the invocation with Runtime.MarshalError.
+            value = json.loads(json.dumps(value, default=_lambda_json))
+        except (TypeError, ValueError, RecursionError) as exc:
+            return {**reply, "ok": False, "error": _error_info(exc, "Runtime.MarshalError")}
         return {**reply, "ok": True, "value": value}
+
+
+def _lambda_json(value: object) -> object:
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"Unable to marshal response: {type(value).__name__} is not JSON serializable")
 
 
 def _error_info(exc: BaseException, error_type: str | None = None) -> dict[str, Any]:

@@ -275,6 +275,7 @@ class FunctionPool:
             self._idle.append(worker)
         else:
             self._all.discard(worker)
+            await worker.stop()  # reap the process and close its pipes
         async with self._freed:
             self._freed.notify()
 
