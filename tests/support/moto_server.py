@@ -1,24 +1,32 @@
-"""A real moto server (``moto_server``, a DynamoDB-compatible HTTP endpoint) in a subprocess.
+"""A real moto server (a DynamoDB-compatible HTTP endpoint) in a subprocess.
 
 Tests talk to it over real HTTP on 127.0.0.1, as the Lambda functions talk to DynamoDB, so
 retries, timeouts and connection errors behave as they do against AWS. The server can be stopped
 and started again on the same port to play an outage; its state lives in memory, so a restarted
 server starts empty. Its output goes to a log file (``log_path``), not the terminal.
+
+It is the ``moto_server`` command's application, answering one request at a time: DynamoDB
+applies each request atomically, but moto's threaded server checks a ConditionExpression and
+writes in separate steps, so two concurrent conditional writes could both pass it, and a
+cancelled transaction's rollback could undo a concurrent one. Run this file to start one:
+``python moto_server.py --host 127.0.0.1 --port 5000``.
 """
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import os
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-
-MOTO_SERVER = Path(sys.executable).parent / "moto_server"
+from typing import Any
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -61,7 +69,7 @@ class MotoServer:
             return self
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [str(MOTO_SERVER), "--host", self.host, "--port", str(self.port)],
+                [sys.executable, __file__, "--host", self.host, "--port", str(self.port)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -135,3 +143,32 @@ class MotoServer:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def serve_one_request_at_a_time(host: str, port: int) -> None:
+    """Serve moto's application (as ``moto_server`` does), one request at a time."""
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import run_simple
+
+    os.environ.setdefault("MOTO_PORT", str(port))
+    app = DomainDispatcherApplication(create_backend_app)
+    lock = threading.Lock()
+
+    def atomic(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        with lock:  # the whole response, body included, before the next request starts
+            return list(app(environ, start_response))
+
+    # Threads still accept connections (keep-alive clients do not block one another).
+    run_simple(host, port, atomic, threaded=True, request_handler=MotoRequestHandler)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=serve_one_request_at_a_time.__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    arguments = parser.parse_args()
+    serve_one_request_at_a_time(arguments.host, arguments.port)

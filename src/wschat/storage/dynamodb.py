@@ -1,26 +1,52 @@
-"""DynamoDB adapter: the connections table of the AWS deployment (``websocket-connections``).
+"""DynamoDB adapter: the ``ChatStore`` port over the four tables of the AWS deployment.
 
-Items keep the seed's partition key ``connectionId`` (S) and add ``connectedAt`` (N, epoch
-milliseconds) and ``expiresAt`` (N, epoch seconds), the table's TTL attribute. The adapter takes
-an injected boto3 client, so tests and the local tooling can point it at any DynamoDB-compatible
-endpoint; ``from_environment`` builds the client a Lambda uses.
+The tables, their keys and the items the store writes are in ``wschat.storage.dynamodb_tables``.
+A connection's rooms are kept twice: as the ``rooms`` set on its record (read by
+``get_connection`` and ``remove_connection``) and as one membership item per room (read by
+``room_members``, a Query by room); every write that changes one changes the other in the same
+transaction. Writes that read first (rate-limit buckets, message ids) are optimistic: a
+conditional write that fails because another invocation got there first is tried again on fresh
+data a bounded number of times, then reported as ``StoreUnavailable``.
+
+The adapter takes an injected boto3 client, so tests and the local tooling can point it at any
+DynamoDB-compatible endpoint; ``from_environment`` builds the client a Lambda uses.
+``ensure_tables`` creates the tables for development and tests (on AWS, template.yaml does).
 
 botocore's errors stop here (see ``wschat.storage.base``)::
 
-    ClientError: throttling, capacity, 5xx    -> StoreUnavailable  (retrying later may work)
-    BotoCoreError: cannot connect, timed out  -> StoreUnavailable
+    ClientError: throttling, capacity, 5xx     -> StoreUnavailable  (retrying later may work)
+    BotoCoreError: cannot connect, timed out   -> StoreUnavailable
+    transaction cancelled by contention        -> StoreUnavailable  (after a few tries)
+    batch items left unprocessed               -> StoreUnavailable  (after a few tries)
     ClientError: anything else (no table, ...) -> StoreError
+
+A failed condition is not an error: it is the answer (``join_room`` returns False) or a lost race
+(``append_message`` reads again and retries).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import random
+import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from wschat.storage.base import Connection, StoreError, StoreUnavailable
+from wschat import ids
+from wschat.storage import dynamodb_tables as schema
+from wschat.storage.base import (
+    Connection,
+    HistoryPage,
+    Member,
+    NewMessage,
+    RateLimit,
+    StoredMessage,
+    StoreError,
+    StoreUnavailable,
+    TableNames,
+)
 
 # Error codes DynamoDB answers when it is overloaded or failing, not when the request is wrong.
 _UNAVAILABLE_CODES = frozenset(
@@ -32,6 +58,15 @@ _UNAVAILABLE_CODES = frozenset(
         "ServiceUnavailable",
     }
 )
+# Cancellation reasons of a transaction that may commit when tried again.
+_CONTENTION_REASONS = frozenset(
+    {"TransactionConflict", "ProvisionedThroughputExceeded", "ThrottlingError"}
+)
+_CONDITION_FAILED = "ConditionalCheckFailed"  # a cancellation reason
+_TRANSACT_MAX_ITEMS = 100  # DynamoDB's limit per TransactWriteItems
+_BATCH_MAX_ITEMS = 25  # and per BatchWriteItem
+_CONFLICT_ATTEMPTS = 3  # tries of a transaction that conflicting transactions cancel
+_OPTIMISTIC_ATTEMPTS = 16  # tries of read, compute, conditional write on one hot item
 
 
 def _error_code(exc: ClientError) -> str:
@@ -51,17 +86,81 @@ def _translated(what: str) -> Iterator[None]:
         raise StoreUnavailable(f"DynamoDB {what}: {exc}") from exc
 
 
-class DynamoDBStore:
-    """The ConnectionStore port over one DynamoDB table."""
+def _pause(attempt: int) -> None:
+    """Full-jitter backoff before trying a contended write again (at most 50 ms)."""
+    time.sleep(random.uniform(0, min(0.05, 0.002 * 2**attempt)))
 
-    def __init__(self, client: Any, table_name: str, *, scan_page_size: int | None = None) -> None:
+
+def _transact(client: Any, what: str, items: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """TransactWriteItems, tried again while conflicting transactions cancel it.
+
+    Returns () when it committed, or one cancellation reason per item when a condition failed
+    (``ConditionalCheckFailed`` on the failing items, ``None`` on the others).
+    """
+    for attempt in range(_CONFLICT_ATTEMPTS):
+        with _translated(what):
+            try:
+                client.transact_write_items(TransactItems=list(items))
+                return ()
+            except ClientError as exc:
+                if _error_code(exc) != "TransactionCanceledException":
+                    raise
+                cancelled = exc
+        reasons = cancelled.response.get("CancellationReasons", [])
+        codes = tuple(str(reason.get("Code", "None")) for reason in reasons)
+        if _CONDITION_FAILED in codes:
+            return codes
+        if not codes or not set(codes) <= _CONTENTION_REASONS | {"None"}:
+            # A malformed item (ValidationError), or no reasons to go by: retrying cannot help.
+            raise StoreError(f"DynamoDB {what}: {cancelled}") from cancelled
+        if attempt + 1 < _CONFLICT_ATTEMPTS:
+            _pause(attempt)
+    raise StoreUnavailable(f"DynamoDB {what}: {cancelled}") from cancelled
+
+
+def _conditional(client: Any, operation: str, what: str, **request: Any) -> dict[str, Any] | None:
+    """A write (``update_item``, ``delete_item``, ...) with a ConditionExpression: its reply,
+    or None when the condition failed."""
+    with _translated(what):
+        try:
+            reply: dict[str, Any] = getattr(client, operation)(**request)
+            return reply
+        except ClientError as exc:
+            if _error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            return None
+
+
+def _batch_write(client: Any, table: str, requests: Sequence[dict[str, Any]]) -> None:
+    """BatchWriteItem in chunks of 25, sending unprocessed items again with backoff."""
+    for start in range(0, len(requests), _BATCH_MAX_ITEMS):
+        pending = list(requests[start : start + _BATCH_MAX_ITEMS])
+        for attempt in range(_OPTIMISTIC_ATTEMPTS):
+            with _translated(f"BatchWriteItem {table}"):
+                reply = client.batch_write_item(RequestItems={table: pending})
+            pending = reply.get("UnprocessedItems", {}).get(table, [])
+            if not pending:
+                break
+            _pause(attempt)
+        else:
+            raise StoreUnavailable(
+                f"DynamoDB BatchWriteItem {table}: {len(pending)} items left unprocessed"
+            )
+
+
+class DynamoDBStore:
+    """The ChatStore port over four DynamoDB tables, through an injected boto3 client."""
+
+    def __init__(
+        self, client: Any, tables: TableNames, *, scan_page_size: int | None = None
+    ) -> None:
         self._client = client
-        self.table_name = table_name
+        self.tables = tables
         self._scan_page_size = scan_page_size
         self._owns_client = False
 
     @classmethod
-    def from_environment(cls, table_name: str) -> DynamoDBStore:
+    def from_environment(cls, tables: TableNames) -> DynamoDBStore:
         """A store over a client configured the standard boto3 way (region, credentials and
         ``AWS_ENDPOINT_URL_DYNAMODB`` / ``AWS_ENDPOINT_URL`` from the environment)."""
         import boto3
@@ -74,43 +173,57 @@ class DynamoDBStore:
             read_timeout=5,
             retries={"max_attempts": 3, "mode": "standard"},
         )
-        store = cls(boto3.client("dynamodb", config=config), table_name)
+        store = cls(boto3.client("dynamodb", config=config), tables)
         store._owns_client = True
         return store
 
-    def _key(self, connection_id: str) -> dict[str, Any]:
-        return {"connectionId": {"S": connection_id}}
+    # --- connections -------------------------------------------------------------------------
 
     def put_connection(self, connection: Connection) -> None:
-        with _translated(f"PutItem {connection.connection_id}"):
-            self._client.put_item(
-                TableName=self.table_name,
-                Item={
-                    "connectionId": {"S": connection.connection_id},
-                    "connectedAt": {"N": str(connection.connected_at)},
-                    "expiresAt": {"N": str(connection.expires_at)},
-                },
+        what = f"PutItem {connection.connection_id}"
+        record = schema.connection_item(connection)
+        if not connection.rooms:
+            # The seed's put_item of the connection, nothing more.
+            with _translated(what):
+                self._client.put_item(TableName=self.tables.connections, Item=record)
+            return
+        memberships = [
+            schema.member_item(
+                room, connection.connection_id, connection.name, connection.expires_at
             )
+            for room in sorted(connection.rooms)
+        ]
+        first = _TRANSACT_MAX_ITEMS - 1
+        _transact(
+            self._client,
+            f"TransactWriteItems {connection.connection_id}",
+            [{"Put": {"TableName": self.tables.connections, "Item": record}}]
+            + [{"Put": {"TableName": self.tables.members, "Item": m}} for m in memberships[:first]],
+        )
+        # More rooms than one transaction holds: plain puts, which have no condition to fail.
+        _batch_write(
+            self._client,
+            self.tables.members,
+            [{"PutRequest": {"Item": m}} for m in memberships[first:]],
+        )
 
     def delete_connection(self, connection_id: str) -> None:
         with _translated(f"DeleteItem {connection_id}"):
-            self._client.delete_item(TableName=self.table_name, Key=self._key(connection_id))
+            self._client.delete_item(
+                TableName=self.tables.connections, Key=schema.connection_key(connection_id)
+            )
 
     def get_connection(self, connection_id: str) -> Connection | None:
         with _translated(f"GetItem {connection_id}"):
             # Strongly consistent: a record put a moment ago (by $connect) must be readable now,
             # as it is in the SQLite store.
             reply = self._client.get_item(
-                TableName=self.table_name, Key=self._key(connection_id), ConsistentRead=True
+                TableName=self.tables.connections,
+                Key=schema.connection_key(connection_id),
+                ConsistentRead=True,
             )
         item = reply.get("Item")
-        if item is None:
-            return None
-        return Connection(
-            connection_id=item["connectionId"]["S"],
-            connected_at=int(item["connectedAt"]["N"]),
-            expires_at=int(item["expiresAt"]["N"]),
-        )
+        return None if item is None else schema.connection_from(item)
 
     def scan_connection_ids(self) -> Iterator[str]:
         pagination: dict[str, int] = {}
@@ -120,7 +233,7 @@ class DynamoDBStore:
         # iterates, so errors surface during iteration; they are translated there too.
         with _translated("Scan"):
             pages = self._client.get_paginator("scan").paginate(
-                TableName=self.table_name,
+                TableName=self.tables.connections,
                 ProjectionExpression="connectionId",
                 PaginationConfig=pagination,
             )
@@ -128,36 +241,349 @@ class DynamoDBStore:
                 for item in page.get("Items", []):
                     yield item["connectionId"]["S"]
 
+    def rename_connection(self, connection_id: str, name: str) -> Connection | None:
+        # An index key cannot be "": a nameless connection has no name attribute at all.
+        if name:
+            change: dict[str, Any] = {
+                "UpdateExpression": "SET #name = :name",
+                "ExpressionAttributeValues": {":name": schema.s(name)},
+            }
+        else:
+            change = {"UpdateExpression": "REMOVE #name"}
+        reply = _conditional(
+            self._client,
+            "update_item",
+            f"UpdateItem {connection_id}",
+            TableName=self.tables.connections,
+            Key=schema.connection_key(connection_id),
+            ConditionExpression="attribute_exists(connectionId)",
+            ExpressionAttributeNames={"#name": "name"},
+            ReturnValues="ALL_NEW",
+            **change,
+        )
+        if reply is None:
+            return None
+        connection = schema.connection_from(reply["Attributes"])
+        for room in sorted(connection.rooms):
+            # Conditional, so a membership that a concurrent leave_room removed stays removed.
+            _conditional(
+                self._client,
+                "update_item",
+                f"UpdateItem {room}/{connection_id}",
+                TableName=self.tables.members,
+                Key=schema.member_key(room, connection_id),
+                UpdateExpression="SET #name = :name",
+                ConditionExpression="attribute_exists(connectionId)",
+                ExpressionAttributeNames={"#name": "name"},
+                ExpressionAttributeValues={":name": schema.s(name)},
+            )
+        return connection
+
+    def connection_ids_named(self, name: str) -> list[str]:
+        if not name:
+            return []  # nameless connections are not in the index (see rename_connection)
+        with _translated(f"Query {schema.NAME_INDEX}"):
+            pages = self._client.get_paginator("query").paginate(
+                TableName=self.tables.connections,
+                IndexName=schema.NAME_INDEX,
+                KeyConditionExpression="#name = :name",
+                ExpressionAttributeNames={"#name": "name"},
+                ExpressionAttributeValues={":name": schema.s(name)},
+            )
+            return [item["connectionId"]["S"] for page in pages for item in page.get("Items", [])]
+
+    def take_token(self, connection_id: str, now_ms: int, limit: RateLimit) -> bool:
+        key = schema.connection_key(connection_id)
+        for attempt in range(_OPTIMISTIC_ATTEMPTS):
+            with _translated(f"GetItem {connection_id}"):
+                item = self._client.get_item(
+                    TableName=self.tables.connections,
+                    Key=key,
+                    ConsistentRead=True,
+                    ProjectionExpression="connectionId, tokens, tokensAt",
+                ).get("Item")
+            if item is None:
+                return True  # not stored (e.g. $connect still running): nothing to limit by
+            tokens, tokens_at = item.get("tokens"), item.get("tokensAt")
+            level = limit.level(
+                None if tokens is None else float(tokens["N"]),
+                None if tokens_at is None else int(tokens_at["N"]),
+                now_ms,
+            )
+            if level < 1:
+                return False
+            # Written only if the bucket is still as read. Both attributes are compared: two
+            # takers in the same millisecond leave tokensAt as it was.
+            condition = ["attribute_exists(connectionId)"]
+            values = {":tokens": schema.n(level - 1), ":now": schema.n(now_ms)}
+            for attribute, seen in (("tokens", tokens), ("tokensAt", tokens_at)):
+                if seen is None:
+                    condition.append(f"attribute_not_exists({attribute})")
+                else:
+                    condition.append(f"{attribute} = :seen_{attribute}")
+                    values[f":seen_{attribute}"] = seen
+            taken = _conditional(
+                self._client,
+                "update_item",
+                f"UpdateItem {connection_id}",
+                TableName=self.tables.connections,
+                Key=key,
+                UpdateExpression="SET tokens = :tokens, tokensAt = :now",
+                ConditionExpression=" AND ".join(condition),
+                ExpressionAttributeValues=values,
+            )
+            if taken is not None:
+                return True
+            _pause(attempt)  # another taker came first, or the record went: read again
+        raise StoreUnavailable(f"DynamoDB take_token {connection_id}: too many concurrent takers")
+
+    # --- memberships -------------------------------------------------------------------------
+
+    def join_room(self, room: str, connection_id: str, name: str, expires_at: int) -> bool:
+        cancelled = _transact(
+            self._client,
+            f"TransactWriteItems join {room}/{connection_id}",
+            [
+                {
+                    "Put": {
+                        "TableName": self.tables.members,
+                        "Item": schema.member_item(room, connection_id, name, expires_at),
+                        "ConditionExpression": "attribute_not_exists(connectionId)",
+                    }
+                },
+                {
+                    "Update": {
+                        "TableName": self.tables.connections,
+                        "Key": schema.connection_key(connection_id),
+                        "UpdateExpression": "ADD rooms :room",
+                        # Without it the update would make a record for a closed connection.
+                        "ConditionExpression": "attribute_exists(connectionId)",
+                        "ExpressionAttributeValues": {":room": {"SS": [room]}},
+                    }
+                },
+            ],
+        )
+        return not cancelled  # already a member, or the connection is gone
+
+    def leave_room(self, room: str, connection_id: str) -> bool:
+        membership = {
+            "TableName": self.tables.members,
+            "Key": schema.member_key(room, connection_id),
+            "ConditionExpression": "attribute_exists(connectionId)",
+        }
+        cancelled = _transact(
+            self._client,
+            f"TransactWriteItems leave {room}/{connection_id}",
+            [
+                {"Delete": membership},
+                {
+                    "Update": {
+                        "TableName": self.tables.connections,
+                        "Key": schema.connection_key(connection_id),
+                        "UpdateExpression": "DELETE rooms :room",
+                        "ConditionExpression": "attribute_exists(connectionId)",
+                        "ExpressionAttributeValues": {":room": {"SS": [room]}},
+                    }
+                },
+            ],
+        )
+        if not cancelled:
+            return True
+        if cancelled[0] == _CONDITION_FAILED:
+            return False  # not a member
+        # A member whose record is gone (its $disconnect came first): the membership still goes.
+        deleted = _conditional(
+            self._client, "delete_item", f"DeleteItem {room}/{connection_id}", **membership
+        )
+        return deleted is not None
+
+    def room_members(self, room: str) -> list[Member]:
+        with _translated(f"Query {self.tables.members} {room}"):
+            pages = self._client.get_paginator("query").paginate(
+                TableName=self.tables.members,
+                KeyConditionExpression="room = :room",
+                ExpressionAttributeValues={":room": schema.s(room)},
+                ConsistentRead=True,
+            )
+            return [
+                Member(room, item["connectionId"]["S"], item["name"]["S"])
+                for page in pages
+                for item in page.get("Items", [])
+            ]
+
+    def remove_connection(self, connection_id: str) -> Connection | None:
+        # The record first: once it is gone a concurrent join_room's condition fails, so no
+        # membership can be added behind this one's back. Memberships left by a failure here
+        # expire with the members table's TTL.
+        with _translated(f"DeleteItem {connection_id}"):
+            old = self._client.delete_item(
+                TableName=self.tables.connections,
+                Key=schema.connection_key(connection_id),
+                ReturnValues="ALL_OLD",
+            ).get("Attributes")
+        if not old:
+            return None
+        connection = schema.connection_from(old)
+        _batch_write(
+            self._client,
+            self.tables.members,
+            [
+                {"DeleteRequest": {"Key": schema.member_key(room, connection_id)}}
+                for room in sorted(connection.rooms)
+            ],
+        )
+        return connection
+
+    # --- messages ----------------------------------------------------------------------------
+
+    def append_message(self, message: NewMessage) -> StoredMessage:
+        what = f"TransactWriteItems append {message.room}"
+        room_key = schema.room_key(message.room)
+        for attempt in range(_OPTIMISTIC_ATTEMPTS):
+            with _translated(f"GetItem {self.tables.rooms} {message.room}"):
+                room = self._client.get_item(
+                    TableName=self.tables.rooms, Key=room_key, ConsistentRead=True
+                ).get("Item")
+            last_id: str | None = None if room is None else room["lastId"]["S"]
+            message_id = ids.next_id(last_id, message.ts)
+            # lastId moves only from the value read, in the transaction that stores the
+            # message: ids in a room increase in the order its messages are stored.
+            advance: dict[str, Any] = {
+                "TableName": self.tables.rooms,
+                "Item": {**room_key, "lastId": schema.s(message_id)},
+            }
+            if last_id is None:
+                advance["ConditionExpression"] = "attribute_not_exists(room)"
+            else:
+                advance["ConditionExpression"] = "lastId = :last"
+                advance["ExpressionAttributeValues"] = {":last": schema.s(last_id)}
+            store = {
+                "TableName": self.tables.messages,
+                "Item": schema.message_item(message, message_id),
+            }
+            if not _transact(self._client, what, [{"Put": advance}, {"Put": store}]):
+                return StoredMessage(
+                    message.room,
+                    message_id,
+                    message.sender,
+                    message.text,
+                    message.ts,
+                    message.client_id,
+                    message.to,
+                )
+            _pause(attempt)  # another message took the room's next id first: read again
+        raise StoreUnavailable(f"DynamoDB {what}: too many concurrent writers")
+
+    def message_history(
+        self,
+        room: str,
+        *,
+        after: str | None = None,
+        before: str | None = None,
+        limit: int = 50,
+    ) -> HistoryPage:
+        now = int(time.time())
+        values: dict[str, Any] = {":room": schema.s(room)}
+        if after is not None:
+            condition, forward = "room = :room AND id > :edge", True
+            values[":edge"] = schema.s(after)
+        elif before is not None:
+            condition, forward = "room = :room AND id < :edge", False
+            values[":edge"] = schema.s(before)
+        else:
+            condition, forward = "room = :room", False
+        # One more than asked tells whether there is more. Expired messages (TTL deletes them
+        # within days, not at once) are dropped and do not count, so read on past them.
+        wanted = limit + 1
+        live: list[dict[str, Any]] = []
+        start: dict[str, Any] | None = None
+        while len(live) < wanted:
+            request: dict[str, Any] = {
+                "TableName": self.tables.messages,
+                "KeyConditionExpression": condition,
+                "ExpressionAttributeValues": values,
+                "ScanIndexForward": forward,
+                "Limit": wanted - len(live),
+                "ConsistentRead": True,
+            }
+            if start is not None:
+                request["ExclusiveStartKey"] = start
+            with _translated(f"Query {self.tables.messages} {room}"):
+                reply = self._client.query(**request)
+            live += [item for item in reply.get("Items", []) if int(item["expiresAt"]["N"]) > now]
+            start = reply.get("LastEvaluatedKey")
+            if start is None:
+                break
+        messages = [schema.message_from(item) for item in live[:limit]]
+        if not forward:
+            messages.reverse()
+        return HistoryPage(messages, more=len(live) > limit)
+
     def close(self) -> None:
         # An injected client belongs to whoever made it; only our own is closed.
         if self._owns_client:
             self._client.close()
 
 
-def ensure_connections_table(client: Any, table_name: str) -> None:
-    """Create the connections table if it is missing, as template.yaml declares it (on-demand,
-    key ``connectionId``, TTL on ``expiresAt``). For development against DynamoDB-compatible
-    servers and for tests; safe to call again on an existing table."""
-    with _translated(f"CreateTable {table_name}"):
-        try:
-            client.create_table(
-                TableName=table_name,
-                AttributeDefinitions=[{"AttributeName": "connectionId", "AttributeType": "S"}],
-                KeySchema=[{"AttributeName": "connectionId", "KeyType": "HASH"}],
-                BillingMode="PAY_PER_REQUEST",
+# --- tables ---------------------------------------------------------------------------------
+
+_INDEX_WAIT_SECONDS = 600  # an index on a large table takes minutes to build
+
+
+def ensure_tables(client: Any, tables: TableNames) -> None:
+    """Create whichever of the four tables are missing, wait until they are active, and make
+    sure of ``name-index`` and of TTL on ``expiresAt``."""
+    definitions = schema.table_definitions(tables)
+    for definition in definitions:
+        with _translated(f"CreateTable {definition['TableName']}"):
+            try:
+                client.create_table(**definition)
+            except ClientError as exc:
+                if _error_code(exc) != "ResourceInUseException":
+                    raise
+    for definition in definitions:
+        with _translated(f"DescribeTable {definition['TableName']}"):
+            client.get_waiter("table_exists").wait(
+                TableName=definition["TableName"], WaiterConfig={"Delay": 1, "MaxAttempts": 60}
             )
-        except ClientError as exc:
-            if _error_code(exc) != "ResourceInUseException":
-                raise
-        client.get_waiter("table_exists").wait(
-            TableName=table_name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
-        )
-        ttl = client.describe_time_to_live(TableName=table_name)
+    _ensure_name_index(client, tables.connections)
+    for table in schema.ttl_tables(tables):
+        _ensure_ttl(client, table)
+
+
+def _ensure_name_index(client: Any, table: str) -> None:
+    deadline = time.monotonic() + _INDEX_WAIT_SECONDS
+    while True:
+        with _translated(f"DescribeTable {table}"):
+            description = client.describe_table(TableName=table)["Table"]
+        indexes = {
+            index["IndexName"]: index.get("IndexStatus", "ACTIVE")
+            for index in description.get("GlobalSecondaryIndexes", [])
+        }
+        status = indexes.get(schema.NAME_INDEX)
+        if status == "ACTIVE":
+            return
+        if status is None:
+            with _translated(f"UpdateTable {table}"):
+                client.update_table(
+                    TableName=table,
+                    AttributeDefinitions=[{"AttributeName": "name", "AttributeType": "S"}],
+                    GlobalSecondaryIndexUpdates=[{"Create": schema.NAME_INDEX_SPEC}],
+                )
+        elif time.monotonic() > deadline:
+            raise TimeoutError(f"{table}: {schema.NAME_INDEX} is still {status}")
+        else:
+            time.sleep(2)
+
+
+def _ensure_ttl(client: Any, table: str) -> None:
+    with _translated(f"UpdateTimeToLive {table}"):
+        ttl = client.describe_time_to_live(TableName=table)
         if ttl.get("TimeToLiveDescription", {}).get("TimeToLiveStatus") not in {
             "ENABLED",
             "ENABLING",
         }:
             client.update_time_to_live(
-                TableName=table_name,
-                TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiresAt"},
+                TableName=table,
+                TimeToLiveSpecification={"Enabled": True, "AttributeName": schema.TTL_ATTRIBUTE},
             )
