@@ -506,13 +506,51 @@ def test_api_from_routes_needs_an_existing_code_dir(tmp_path: Path) -> None:
 @pytest.mark.skipif(not PROJECT_TEMPLATE.exists(), reason="template.yaml not written yet")
 def test_project_template_runs_the_wschat_handlers() -> None:
     api = load_api(PROJECT_TEMPLATE)
-    assert set(api.routes) == {"$connect", "$disconnect", "sendMessage", "$default"}
+    modules = {key: route.function.handler.rsplit(".", 2)[1] for key, route in api.routes.items()}
+    assert modules == {
+        "$connect": "connect",
+        "$disconnect": "disconnect",
+        "sendMessage": "send_message",
+        "direct": "send_message",
+        "join": "rooms",
+        "leave": "rooms",
+        "setName": "rooms",
+        "who": "rooms",
+        "hello": "rooms",
+        "history": "history",
+        "$default": "default",
+    }
     assert api.route_selection_expression == "$request.body.action"
+    # One function per handler module: routes of one module share its warm workers.
+    assert {function.name for function in api.functions} == {
+        "ConnectFunction",
+        "DisconnectFunction",
+        "SendMessageFunction",
+        "RoomsFunction",
+        "HistoryFunction",
+        "DefaultFunction",
+    }
+    assert api.routes["direct"].function is api.routes["sendMessage"].function
     for route in api.routes.values():
         function = route.function
         assert function.handler.startswith("wschat.handlers.")
         assert function.handler.endswith(".lambda_handler")
         assert function.code_dir == REPO / "src"
-        assert function.environment["WEBSOCKET_TABLE"] == "websocket-connections"
-    modules = {route.function.handler.rsplit(".", 2)[1] for route in api.routes.values()}
-    assert modules == {"connect", "disconnect", "send_message", "default"}
+        # Table names resolve to the parameters' defaults; the chat settings to theirs.
+        assert function.environment == {
+            "WEBSOCKET_TABLE": "websocket-connections",
+            "MEMBERS_TABLE": "chat-members",
+            "MESSAGES_TABLE": "chat-messages",
+            "ROOMS_TABLE": "chat-rooms",
+            "WSCHAT_STORE": "dynamodb",
+            "POWERTOOLS_SERVICE_NAME": "wschat",
+            "POWERTOOLS_METRICS_NAMESPACE": "wschat",
+            "LOG_LEVEL": "INFO",
+            "WSCHAT_MESSAGE_TTL_DAYS": "30",
+            "WSCHAT_RATE_PER_SECOND": "10",
+            "WSCHAT_RATE_BURST": "20",
+            "WSCHAT_MAX_MESSAGE_CHARS": "4000",
+            "WSCHAT_AUTH_SECRET": "",
+        }, function.name
+    assert api.routes["sendMessage"].function.timeout == 29
+    assert api.routes["$connect"].function.timeout == 10
