@@ -336,19 +336,6 @@ def test_joining_a_room_twice_returns_false_and_keeps_one_membership(store: Chat
     assert store.room_members("random") == [Member("random", ALICE, "alice")]
 
 
-@pytest.mark.parametrize(
-    "store",
-    [
-        pytest.param(
-            "sqlite",
-            marks=pytest.mark.xfail(
-                strict=True, reason="SqliteStore.join_room does not look for the record"
-            ),
-        ),
-        "dynamodb",
-    ],
-    indirect=True,
-)
 def test_joining_after_the_record_is_gone_returns_false_and_adds_nothing(
     store: ChatStore,
 ) -> None:

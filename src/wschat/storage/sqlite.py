@@ -152,6 +152,10 @@ class SqliteStore:
                     connection.name,
                 ),
             )
+            # The record's rooms are the whole truth: memberships it does not list go.
+            db.execute(
+                'DELETE FROM "chat-members" WHERE connectionId = ?', (connection.connection_id,)
+            )
             for room in connection.rooms:
                 db.execute(
                     'INSERT OR REPLACE INTO "chat-members" (room, connectionId, name, expiresAt)'
@@ -249,17 +253,20 @@ class SqliteStore:
     # --- memberships -------------------------------------------------------------------------
 
     def join_room(self, room: str, connection_id: str, name: str, expires_at: int) -> bool:
-        return self._run(
-            lambda db: (
-                db.execute(
-                    'INSERT OR IGNORE INTO "chat-members" (room, connectionId, name, expiresAt)'
-                    " VALUES (?, ?, ?, ?)",
-                    (room, connection_id, name, expires_at),
-                ).rowcount
-                == 1
-            ),
-            write=True,
-        )
+        def work(db: sqlite3.Connection) -> bool:
+            exists = db.execute(
+                'SELECT 1 FROM "websocket-connections" WHERE connectionId = ?', (connection_id,)
+            ).fetchone()
+            if exists is None:
+                return False  # gone: no orphan membership
+            inserted = db.execute(
+                'INSERT OR IGNORE INTO "chat-members" (room, connectionId, name, expiresAt)'
+                " VALUES (?, ?, ?, ?)",
+                (room, connection_id, name, expires_at),
+            ).rowcount
+            return bool(inserted == 1)
+
+        return self._run(work, write=True)
 
     def leave_room(self, room: str, connection_id: str) -> bool:
         return self._run(
