@@ -9,9 +9,9 @@ one connection, so a test can replay a connection's life: connect, send, disconn
 Two factories, in the spirit of chalice's ``create_websocket_event``:
 
 * ``load_event(name, **overrides)``: a sample as is, with keys replaced or removed.
-* ``websocket_event(route_key, body, connection_id=...)``: the event API Gateway would send for
-  that route, with a fresh requestId (and messageId for messages) so log lines tell invocations
-  apart.
+* ``websocket_event(route_key, body, connection_id=..., query=...)``: the event API Gateway
+  would send for that route, with a fresh requestId (and messageId for messages) so log lines
+  tell invocations apart; ``query`` is a ``$connect``'s query string (``?name=...&room=...``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import base64
 import itertools
 import json
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -80,12 +81,15 @@ def websocket_event(
     connection_id: str | None = None,
     connected_at: int | None = None,
     request_id: str | None = None,
+    query: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The event API Gateway sends for ``route_key`` on a connection.
 
     ``$connect`` and ``$disconnect`` come from their samples; any other route key is a message
     (``sendMessage``, ``$default``, ...). ``body`` may be text, a dict (sent as JSON) or bytes
     (a binary frame: base64 with ``isBase64Encoded`` true, as API Gateway delivers it).
+    ``query`` replaces the ``$connect`` sample's query string (``{}``: none at all, and then
+    API Gateway leaves both query keys out).
     """
     name = _ROUTE_SAMPLES.get(route_key, "send_message")
     request_id = request_id or _fresh_request_id()
@@ -113,7 +117,17 @@ def websocket_event(
                 overrides["body"] = MISSING
     elif body is not None:
         raise ValueError(f"{route_key} events carry no body")
-    return load_event(name, **overrides)
+    event = load_event(name, **overrides)
+    if query is not None:
+        if name != "connect":
+            raise ValueError("only $connect events carry a query string")
+        # Replaced whole, not merged into the sample's ?name=.
+        event.pop("queryStringParameters", None)
+        event.pop("multiValueQueryStringParameters", None)
+        if query:
+            event["queryStringParameters"] = dict(query)
+            event["multiValueQueryStringParameters"] = {k: [v] for k, v in query.items()}
+    return event
 
 
 def management_endpoint_of(event: dict[str, Any]) -> str:
