@@ -41,6 +41,10 @@ class Log(Protocol):
     ) -> None: ...
 
 
+# API Gateway's integration timeout: no $connect runs longer than this.
+CONNECT_GRACE_MS = 30_000
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -148,7 +152,7 @@ class ChatService:
 
     def disconnect(self, connection_id: str) -> Outcome:
         outcome = Outcome("$disconnect")
-        self._forget([connection_id], outcome)
+        self._forget([connection_id], outcome, confirmed=True)
         return outcome
 
     # --- actions -----------------------------------------------------------------------------
@@ -369,16 +373,24 @@ class ChatService:
         self._post([m.connection_id for m in members], event, outcome)
         return event
 
-    def _forget(self, connection_ids: list[str], outcome: Outcome) -> None:
+    def _forget(
+        self, connection_ids: list[str], outcome: Outcome, *, confirmed: bool = False
+    ) -> None:
         """Remove connections that are gone, and tell their rooms they left.
 
-        Announcing may find more gone connections (410s); they are forgotten in the same loop,
-        each once, so a wave of dropped clients cannot recurse.
+        A 410 is not proof of departure for a connection still in its $connect (API Gateway
+        answers 410 until $connect returns): unless ``confirmed`` (its own $disconnect), a
+        record younger than the $connect time limit is kept for its $disconnect to remove.
+        Announcing may find more gone connections; they are forgotten in the same loop, each
+        once, so a wave of dropped clients cannot recurse.
         """
         pending = list(connection_ids)
         seen = set(pending)
+        first = True
         while pending:
-            gone = self.store.remove_connection(pending.pop())
+            connected_before = None if (confirmed and first) else self.now_ms() - CONNECT_GRACE_MS
+            first = False
+            gone = self.store.remove_connection(pending.pop(), connected_before=connected_before)
             if gone is None:
                 continue
             ts = self.now_ms()

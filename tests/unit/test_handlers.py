@@ -995,11 +995,6 @@ def test_action_replies_unavailable_with_503_when_store_is_unavailable(
     assert reply["code"] == protocol.UNAVAILABLE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: _runtime.py:126 builds the `unavailable` error without the frame's action, "
-    "which is known (docs/protocol.md: error.action 'when known')",
-)
 def test_unavailable_reply_names_the_frames_action(
     unavailable_store: UnavailableStore, sender: RecordingSender, context: LambdaContext
 ) -> None:

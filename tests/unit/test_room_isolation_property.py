@@ -96,6 +96,9 @@ def run(chat: Chat, model: Model, operation: tuple[Any, ...]) -> None:
         model.forget(connection_id)
     elif kind == "vanish":
         chat.sender.gone.add(connection_id)
+        # Past $connect's time limit, so a 410 counts as gone (a younger record is kept for
+        # its $disconnect: API Gateway answers 410 while a $connect is still running).
+        chat.clock.advance(31_000)
     elif not known:
         fields = {"message": "?", "room": "lobby"} if kind == "send" else {}
         action = "sendMessage" if kind == "send" else "hello"

@@ -73,7 +73,7 @@ def run_action(
         status = 503 if isinstance(exc, StoreUnavailable) else 500
         log.error("frame not handled: store error", extra={"reason": str(exc)})
         unavailable = ProtocolError(
-            protocol.UNAVAILABLE, "the chat store is unavailable; try again"
+            protocol.UNAVAILABLE, "the chat store is unavailable; try again", _action_of(event)
         )
         reply_error(event, unavailable)
         return rejected(status, unavailable)
@@ -89,3 +89,12 @@ def run_action(
     )
     count_outcome(outcome)
     return ok()
+
+
+def _action_of(event: WebSocketEvent) -> str | None:
+    """The frame's action, when it has one, for an error that is not about the frame."""
+    try:
+        action = protocol.action_of(protocol.parse_frame(event.body))
+    except ProtocolError:
+        return None
+    return None if action is None else action[:64]

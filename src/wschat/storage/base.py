@@ -195,8 +195,14 @@ class ChatStore(ConnectionStore, Protocol):
     def room_members(self, room: str) -> list[Member]:
         """The room's memberships (a Query by room)."""
 
-    def remove_connection(self, connection_id: str) -> Connection | None:
-        """Delete the connection's record and all its memberships; returns what was removed."""
+    def remove_connection(
+        self, connection_id: str, *, connected_before: int | None = None
+    ) -> Connection | None:
+        """Delete the connection's record and all its memberships; returns what was removed.
+
+        With ``connected_before`` (epoch ms), a record that connected at or after it is kept
+        and None returned: the check and the delete are one atomic step.
+        """
 
     # --- messages ---
 

@@ -411,16 +411,22 @@ class DynamoDBStore:
                 for item in page.get("Items", [])
             ]
 
-    def remove_connection(self, connection_id: str) -> Connection | None:
+    def remove_connection(
+        self, connection_id: str, *, connected_before: int | None = None
+    ) -> Connection | None:
         # The record first: once it is gone a concurrent join_room's condition fails, so no
         # membership can be added behind this one's back. Memberships left by a failure here
         # expire with the members table's TTL.
-        with _translated(f"DeleteItem {connection_id}"):
-            old = self._client.delete_item(
-                TableName=self.tables.connections,
-                Key=schema.connection_key(connection_id),
-                ReturnValues="ALL_OLD",
-            ).get("Attributes")
+        request: dict[str, Any] = {
+            "TableName": self.tables.connections,
+            "Key": schema.connection_key(connection_id),
+            "ReturnValues": "ALL_OLD",
+        }
+        if connected_before is not None:
+            request["ConditionExpression"] = "connectedAt < :before"
+            request["ExpressionAttributeValues"] = {":before": {"N": str(connected_before)}}
+        reply = _conditional(self._client, "delete_item", f"DeleteItem {connection_id}", **request)
+        old = None if reply is None else reply.get("Attributes")
         if not old:
             return None
         connection = schema.connection_from(old)

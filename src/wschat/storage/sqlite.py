@@ -288,9 +288,15 @@ class SqliteStore:
         )
         return [Member(room, str(cid), str(name)) for cid, name in rows]
 
-    def remove_connection(self, connection_id: str) -> Connection | None:
+    def remove_connection(
+        self, connection_id: str, *, connected_before: int | None = None
+    ) -> Connection | None:
         def work(db: sqlite3.Connection) -> Connection | None:
             connection = self._connection(db, connection_id)
+            if connection is None:
+                return None
+            if connected_before is not None and connection.connected_at >= connected_before:
+                return None
             db.execute('DELETE FROM "chat-members" WHERE connectionId = ?', (connection_id,))
             db.execute(
                 'DELETE FROM "websocket-connections" WHERE connectionId = ?', (connection_id,)
