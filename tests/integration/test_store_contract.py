@@ -875,7 +875,7 @@ def test_unreachable_endpoint_raises_store_unavailable_quickly(
     store.close()
 
     assert isinstance(raised.value.__cause__, BotoCoreError)
-    assert elapsed < 5.0  # three refused attempts with standard-mode backoff, never a hang
+    assert elapsed < 15.0  # a few refused attempts with standard-mode backoff, never a hang
 
 
 class _ScriptedDynamoDB(BaseHTTPRequestHandler):
