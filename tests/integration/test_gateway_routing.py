@@ -179,7 +179,8 @@ def test_lambda_context_has_request_id_name_memory_and_time_left(
         second = recv_json(ws)
     context = first["context"]
     assert context["function_name"] == "MessageFunction"
-    assert context["memory_limit_in_mb"] == 256  # the template's MemorySize
+    # The template's MemorySize, a string as Lambda's Python runtime gives it.
+    assert context["memory_limit_in_mb"] == "256"
     assert 0 < context["remaining_ms"] <= 5000  # the template's Timeout: 5
     assert len(context["aws_request_id"]) == 36  # a UUID, as Lambda's
     assert second["context"]["aws_request_id"] != context["aws_request_id"]

@@ -9,9 +9,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from tests.integration.conftest import PROJECT_TEMPLATE, TIMEOUT, wait_for, wschat_serve
+from tests.integration.conftest import PROJECT_TEMPLATE, TIMEOUT, wait_for, ws_connect, wschat_serve
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
 pytestmark = pytest.mark.integration
 
@@ -30,12 +29,7 @@ def test_signal_closes_clients_with_1001_runs_disconnect_and_exits_0(
     database = tmp_path / "wschat.sqlite3"
     args = ["--template", str(PROJECT_TEMPLATE), "--store", "sqlite", "--data-dir", str(tmp_path)]
     with wschat_serve(args, tmp_path) as server, ExitStack() as stack:
-        clients = [
-            stack.enter_context(
-                connect(server.websocket_url, open_timeout=TIMEOUT, close_timeout=2)
-            )
-            for _ in range(3)
-        ]
+        clients = [stack.enter_context(ws_connect(server.websocket_url)) for _ in range(3)]
         wait_for(lambda: len(_stored_ids(database)) == 3, what="three stored connections")
 
         exit_code = server.signal(signum)
