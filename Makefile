@@ -37,3 +37,9 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# The chat as people use it: chromium pages (tests/browser) and the terminal client.
+.PHONY: e2e
+e2e: $(STAMP)
+	bash scripts/test-deps.sh
+	$(BIN)/python -m pytest -q tests/browser tests/integration/test_terminal_client.py

@@ -14,6 +14,7 @@ import contextlib
 import json
 import random
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -42,6 +43,7 @@ class TerminalChat:
         self.current = room
         self.rooms: set[str] = {"lobby", room}
         self.last_ids: dict[str, str] = {}
+        self.first_ids: dict[str, str] = {}  # per room: where /history goes on from
         self.seen: set[str] = set()
         self.out = out
         self.ws: ClientConnection | None = None
@@ -71,6 +73,7 @@ class TerminalChat:
             return
         room = str(event.get("room"))
         self.last_ids[room] = max(self.last_ids.get(room, ""), message_id)
+        self.first_ids[room] = min(self.first_ids.get(room, message_id), message_id)
         self.show(f"{when} [{room}] {event.get('from')}: {event.get('text')}")
 
     # --- connection -------------------------------------------------------------------------
@@ -113,6 +116,12 @@ class TerminalChat:
                     await ws.send(json.dumps({"action": "hello"}))
                     async for raw in ws:
                         self.handle(json.loads(raw))
+                # The server closed the connection cleanly (e.g. the gateway shutting down):
+                # as much a disconnect as a dropped one.
+                if not self.stopping:
+                    self.show(
+                        f"* disconnected (closed by the server, {ws.close_code}); reconnecting…"
+                    )
             except websockets.InvalidStatus as exc:
                 status = exc.response.status_code
                 self.show(f"* the server refused the connection ({status})")
@@ -245,9 +254,9 @@ class TerminalChat:
         await self.send({"action": "direct", "to": to, "message": text})
 
     async def _older(self, _: str) -> None:
-        ids = [i for i in self.seen if i]
         frame: dict[str, Any] = {"action": "history", "room": self.current}
-        oldest = min((i for i in ids), default=None)
+        # Older than the oldest shown of this room (not of every room: that skipped messages).
+        oldest = self.first_ids.get(self.current)
         if oldest:
             frame["before"] = oldest
         await self.send(frame)
@@ -283,25 +292,29 @@ class TerminalChat:
                 await connection
 
 
-async def _read_stdin(queue: asyncio.Queue[str | None]) -> None:
+def _read_stdin(queue: asyncio.Queue[str | None]) -> None:
+    """Lines typed go to ``queue`` (None at end of input) from a daemon thread: a readline left
+    blocked in asyncio's executor kept /quit from exiting until another line was typed."""
     loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        if not line:
-            await queue.put(None)
-            return
-        await queue.put(line)
+
+    def put(line: str | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: we are exiting
+            loop.call_soon_threadsafe(queue.put_nowait, line)
+
+    def pump() -> None:
+        for line in iter(sys.stdin.readline, ""):
+            put(line)
+        put(None)
+
+    threading.Thread(target=pump, name="stdin", daemon=True).start()
 
 
 def run_client(url: str, *, name: str | None, room: str, token: str | None) -> int:
     async def main() -> None:
         chat = TerminalChat(url, name=name, room=room, token=token)
         queue: asyncio.Queue[str | None] = asyncio.Queue()
-        reader = asyncio.create_task(_read_stdin(queue))
-        try:
-            await chat.run(queue)
-        finally:
-            reader.cancel()
+        _read_stdin(queue)
+        await chat.run(queue)
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())

@@ -111,7 +111,8 @@ function renderMembers() {
     list.append(item);
   }
   $("member-count").textContent = `(${new Set(members).size})`;
-  $("leave-button").hidden = !isRoom(key);
+  // Everyone is always in lobby (the page falls back to it): there is no leaving it.
+  $("leave-button").hidden = !isRoom(key) || key === "lobby";
 }
 
 function messageItem(message, me) {
