@@ -160,6 +160,8 @@ class TerminalChat:
             if first:
                 self.show(f"* connected as {self.name}; rooms: {', '.join(sorted(self.rooms))}")
                 self.show(f"* talking in [{self.current}]; /help lists commands")
+            else:
+                self.show("* reconnected; catching up")
             for room in sorted(self.rooms):
                 page: dict[str, Any] = {"action": "history", "room": room}
                 if room in self.last_ids:

@@ -115,9 +115,20 @@ function renderMembers() {
   $("leave-button").hidden = !isRoom(key) || key === "lobby";
 }
 
-function messageItem(message, me) {
+const FRIENDLY_ERRORS = {
+  rate_limited: "You are sending faster than the chat allows; wait a moment. Your message is back in the box.",
+  not_in_room: "You are not in that room any more: join it again to talk there.",
+  no_such_user: "Nobody by that name is online right now.",
+  unavailable: "The chat cannot store messages right now; try again in a moment.",
+};
+
+function messageItem(message, me, previous) {
   const item = el("li", "message");
   if (message.from === me) item.classList.add("mine");
+  // Consecutive messages from one person within five minutes read as one block.
+  if (previous && previous.from === message.from && message.ts - previous.ts < 5 * 60 * 1000) {
+    item.classList.add("continued");
+  }
   item.append(el("span", "from", message.from));
   item.append(el("span", "text", message.text));
   const time = el("time", "", formatTime(message.ts));
@@ -137,15 +148,17 @@ function renderMessages() {
   const me = connection?.name;
   const notices = state.notices.get(key) || [];
   for (const notice of notices.filter((n) => n.afterId === null)) list.append(el("li", "system", notice.text));
+  let previous = null;
   for (const message of store.sorted(key)) {
-    list.append(messageItem(message, me));
+    list.append(messageItem(message, me, previous));
+    previous = message;
     for (const notice of notices.filter((n) => n.afterId === message.id)) list.append(el("li", "system", notice.text));
   }
   for (const [, pending] of state.pending) {
     if (pending.key !== key) continue;
     const item = messageItem({ from: me, text: pending.text, ts: Date.now(), id: "" }, me);
     item.classList.add("pending");
-    item.setAttribute("aria-label", "sending");
+    item.querySelector("time").textContent = "sending…";
     list.append(item);
   }
   $("load-older").hidden = !store.conversation(key).more;
@@ -205,13 +218,18 @@ function onFrame(frame) {
       saved.set("rooms", frame.rooms);
       if (isRoom(state.active) && !frame.rooms.includes(state.active)) state.active = "lobby";
       break;
-    case "error":
-      showNotice(`${frame.message} (${frame.code})`);
+    case "error": {
+      const friendly = FRIENDLY_ERRORS[frame.code] || frame.message;
+      showNotice(`${friendly} (${frame.code})`);
       if (frame.code === "rate_limited" || frame.code === "too_long" || frame.code === "not_in_room") {
-        // The frame was not accepted: nothing is pending any more.
+        // The frame was not accepted: give its text back instead of losing it.
+        const input = $("message-input");
+        const texts = [...state.pending.values()].filter((p) => p.key === state.active).map((p) => p.text);
+        if (texts.length && !input.value) input.value = texts.join("\n");
         state.pending.clear();
       }
       break;
+    }
     default:
       if (frame.message && frame.connectionId) showNotice(`gateway: ${frame.message}`);
   }
@@ -220,6 +238,7 @@ function onFrame(frame) {
 
 function onStatus({ state: status, detail }) {
   const labels = { connecting: "connecting…", open: "connected", reconnecting: "reconnecting…", closed: "offline", error: "error" };
+  $("app").dataset.online = String(status === "open");
   const pill = $("status");
   pill.dataset.state = status;
   pill.textContent = labels[status] || status;
