@@ -79,3 +79,19 @@ def test_plain_get_on_the_stage_is_not_a_websocket(inspector: RunningGateway) ->
     response.read()
     conn.close()
     assert response.status in (400, 404, 426)
+
+
+def test_connect_picks_a_subprotocol_with_its_response_headers(inspector: RunningGateway) -> None:
+    with inspector.connect("?protocol=chat.v2", subprotocols=["chat.v1", "chat.v2"]) as ws:
+        assert ws.subprotocol == "chat.v2"
+        ws.send(json.dumps({"action": "echo"}))
+        assert recv_json(ws)["event"]["requestContext"]["routeKey"] == "echo"
+
+
+def test_offered_subprotocols_reach_connect_as_a_header(inspector: RunningGateway) -> None:
+    with inspector.connect(subprotocols=["token.abc123"]) as ws:
+        connection_id = inspector.connection_id(ws)
+        assert ws.subprotocol is None  # $connect chose none
+    assert inspector.events is not None
+    (record,) = inspector.events.wait("connect", connection_id)
+    assert record["event"]["headers"]["Sec-WebSocket-Protocol"] == "token.abc123"

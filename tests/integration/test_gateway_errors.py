@@ -56,17 +56,17 @@ def test_the_error_reply_names_the_request_that_failed(inspector: RunningGateway
 def test_integration_timeout_replies_endpoint_request_timed_out(
     inspector: RunningGateway,
 ) -> None:
-    # The inspector gateway waits 2 s for an integration; LingerFunction's own timeout is 10 s.
+    # The inspector gateway waits 3 s for an integration; LingerFunction's own timeout is 10 s.
     with inspector.connect() as ws:
         connection_id = inspector.connection_id(ws)
         started = time.monotonic()
-        ws.send(json.dumps({"action": "linger", "seconds": 3}))
-        reply = recv_json(ws, timeout=4)
+        ws.send(json.dumps({"action": "linger", "seconds": 6}))
+        reply = recv_json(ws, timeout=5.5)  # before the function could have answered
         waited = time.monotonic() - started
     assert reply["message"] == "Endpoint request timed out"
     assert reply["connectionId"] == connection_id
     assert reply["requestId"]
-    assert 1.8 <= waited < 3.0
+    assert waited >= 2.9
 
 
 def test_function_timeout_replaces_the_worker_and_later_invocations_work(
@@ -81,8 +81,9 @@ def test_function_timeout_replaces_the_worker_and_later_invocations_work(
         waited = time.monotonic() - started
         ws.send(json.dumps({"action": "sleep", "seconds": 0}))
         after = recv_json(ws)
+    # Lambda's timeout (1 s), not the integration timeout (3 s, "Endpoint request timed out").
     assert failed["message"] == "Internal server error"
-    assert 0.9 <= waited < 1.9  # the function's 1 s, not the 2 s integration timeout
+    assert waited >= 0.9
     assert after["slept"] == 0
     assert after["pid"] != before["pid"]  # a new execution environment
     assert "Task timed out after 1.00 seconds" in inspector.logs.text

@@ -263,6 +263,8 @@ def test_module_state_survives_between_invocations(inspector: RunningGateway) ->
 
 
 def test_frames_from_one_connection_run_in_order(inspector: RunningGateway) -> None:
+    # API Gateway promises no order between one connection's invocations; the local gateway
+    # runs them one at a time, in order, so a test or a chat never sees them reordered.
     with inspector.connect() as ws:
         for n in range(10):
             ws.send(json.dumps({"action": "echo", "n": n}))

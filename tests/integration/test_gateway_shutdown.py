@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import threading
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from tests.integration.conftest import PROJECT_TEMPLATE, TIMEOUT, wait_for, ws_connect, wschat_serve
+from tests.integration.conftest import (
+    PROJECT_TEMPLATE,
+    TIMEOUT,
+    inspector_gateway,
+    wait_for,
+    ws_connect,
+    wschat_serve,
+)
 from websockets.exceptions import ConnectionClosed
 
 pytestmark = pytest.mark.integration
@@ -52,3 +60,31 @@ def test_signal_with_no_clients_exits_0_promptly(tmp_path: Path) -> None:
     args = ["--template", str(PROJECT_TEMPLATE), "--data-dir", str(tmp_path)]
     with wschat_serve(args, tmp_path) as server:
         assert server.signal(signal.SIGTERM, timeout=10) == 0, server.stderr
+
+
+def test_shutdown_during_connect_still_runs_disconnect(tmp_path: Path) -> None:
+    """A client whose $connect is running when the gateway stops is let in, closed with 1001
+    like the others, and its $disconnect runs: what $connect stored is cleaned up."""
+    outcome: dict[str, object] = {}
+    with inspector_gateway(tmp_path) as gateway:
+        events = gateway.events
+        assert events is not None
+
+        def slow_client() -> None:
+            with gateway.connect("?sleep=1") as ws:
+                with pytest.raises(ConnectionClosed) as closed:
+                    ws.recv(timeout=TIMEOUT)
+                outcome["code"] = closed.value.rcvd.code if closed.value.rcvd else None
+
+        client = threading.Thread(target=slow_client)
+        client.start()
+        events.wait("connect")  # $connect is running (it sleeps 1 s)
+        gateway.stop()
+        client.join(TIMEOUT)
+        assert not client.is_alive()
+        connects, disconnects = events.records("connect"), events.records("disconnect")
+    assert outcome == {"code": 1001}
+    assert len(connects) == 1
+    assert [d["event"]["requestContext"]["connectionId"] for d in disconnects] == [
+        connects[0]["event"]["requestContext"]["connectionId"]
+    ]

@@ -173,7 +173,11 @@ class Gateway:
         for ws in list(self.connections.values()):
             ws.close(1001, "Going away")
         deadline = time.monotonic() + self.config.shutdown_timeout
-        while (self.connections or self._disconnects) and time.monotonic() < deadline:
+        # A handshake whose $connect is still running is waited for too: it opens, is closed
+        # like the rest (connection_opened) and gets its $disconnect.
+        while (
+            self.connections or self._disconnects or self._handshakes_in_flight()
+        ) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         for client in list(self.clients):
             client.abort()
@@ -186,6 +190,9 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
         log.info("gateway stopped")
+
+    def _handshakes_in_flight(self) -> bool:
+        return any(client.busy and client.ws is None for client in self.clients)
 
     async def _sweep(self) -> None:
         limits = self.config.limits
@@ -254,6 +261,9 @@ class Gateway:
     def connection_opened(self, ws: WebSocketConnection) -> None:
         self.connections[ws.connection_id] = ws
         log.info("%s connected from %s", ws.connection_id, ws.info.source_ip)
+        if not self.accepting:
+            # Its $connect finished after shutdown began: close it like the others.
+            ws.close(1001, "Going away")
 
     def connection_closed(self, ws: WebSocketConnection, code: int, reason: str) -> None:
         self.connections.pop(ws.connection_id, None)
