@@ -87,3 +87,17 @@ def test_function_timeout_replaces_the_worker_and_later_invocations_work(
     assert after["slept"] == 0
     assert after["pid"] != before["pid"]  # a new execution environment
     assert "Task timed out after 1.00 seconds" in inspector.logs.text
+
+
+def test_crashed_runtime_replies_internal_server_error_and_is_replaced(
+    inspector: RunningGateway,
+) -> None:
+    with inspector.connect() as ws:
+        ws.send(json.dumps({"action": "sleep", "seconds": 0}))
+        before = recv_json(ws)
+        ws.send(json.dumps({"action": "crash"}))
+        crashed = recv_json(ws)
+        ws.send(json.dumps({"action": "sleep", "seconds": 0}))
+        after = recv_json(ws)
+    assert crashed["message"] == "Internal server error"
+    assert after["pid"] != before["pid"]
