@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import pexpect
 import pytest
 from tests.integration.conftest import (
     APPS,
@@ -214,7 +215,6 @@ def _wscat() -> Path:
 
 
 def test_two_wscat_clients_chat_through_the_project_handlers(project: ServeProcess) -> None:
-    pexpect = pytest.importorskip("pexpect")
     wscat = _wscat()
     clients = []
     try:
