@@ -1,11 +1,13 @@
 """Fan-out benchmark: wschat's sendMessage handler against the seed's sequential loop.
 
 Both run as Lambda handlers in this process, read the same recipients from one SQLite store and
-post through real boto3 ``apigatewaymanagementapi`` clients over HTTP to an @connections
-endpoint (tests/support/connections_endpoint.py) that sleeps ``--delay`` seconds per call, like
-API Gateway's own latency. By default the endpoint runs in a child process: on AWS the
-Management API's work is not done on the Lambda's CPU, and sharing one GIL with it would charge
-the server's request parsing to the sender. ``--endpoint thread`` runs it in-process instead.
+post over HTTP to an @connections endpoint (tests/support/connections_endpoint.py) that sleeps
+``--delay`` seconds per call, like API Gateway's own latency, and verifies every call's SigV4
+signature. The seed posts with a boto3 ``apigatewaymanagementapi`` client; wschat's
+``ApiGatewaySender`` signs its posts itself and sends them over a urllib3 connection pool.
+By default the endpoint runs in a child process: on AWS the Management API's work is not done
+on the Lambda's CPU, and sharing one GIL with it would charge the server's request parsing and
+signature checks to the sender. ``--endpoint thread`` runs it in-process instead.
 
 Run from the repository root::
 
@@ -41,13 +43,28 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from tests.support.connections_endpoint import ConnectionsEndpoint  # noqa: E402
+from tests.support.connections_endpoint import (  # noqa: E402
+    ConnectionsEndpoint,
+    SigningCredentials,
+)
 
 DEFAULT_NS = (10, 100, 500, 1000)
 STAGE = "prod"
 
 
 # -- the endpoint, in this process or in a child ----------------------------------------------
+
+# The throwaway credentials both senders find in the environment (set in run()); the endpoint
+# refuses a call whose signature does not verify with them, so a miscounted recipient or a
+# failed run shows it.
+BENCH_CREDENTIALS = SigningCredentials("testing", "testing")
+REGION = "ap-northeast-2"
+
+
+def _endpoint(delay: float) -> ConnectionsEndpoint:
+    return ConnectionsEndpoint(
+        stage=STAGE, delay=delay, credentials=[BENCH_CREDENTIALS], region=REGION
+    ).start()
 
 
 class Endpoint(Protocol):
@@ -64,7 +81,7 @@ class ThreadEndpoint:
     """The endpoint on a thread of this process: it shares the GIL with the senders."""
 
     def __init__(self, delay: float) -> None:
-        self._endpoint = ConnectionsEndpoint(stage=STAGE, delay=delay).start()
+        self._endpoint = _endpoint(delay)
         self.url = self._endpoint.url
 
     def add(self, connection_ids: list[str]) -> None:
@@ -88,7 +105,7 @@ def _recipients(endpoint: ConnectionsEndpoint) -> int:
 
 def _serve_endpoint(delay: float, commands: Connection) -> None:
     """The child process: run an endpoint and answer the parent's commands over a pipe."""
-    endpoint = ConnectionsEndpoint(stage=STAGE, delay=delay).start()
+    endpoint = _endpoint(delay)
     commands.send(endpoint.url)
     while True:
         command, argument = commands.recv()
@@ -160,7 +177,7 @@ class Row:
 
 
 def connection_ids(n: int) -> list[str]:
-    # Shaped like API Gateway's ids (base64 with "=" padding) so botocore percent-encodes them.
+    # Shaped like API Gateway's ids (base64 with "=" padding): percent-encoded in the path.
     return [f"B{i:010d}Cw=" for i in range(n)]
 
 
@@ -220,15 +237,15 @@ def run(args: argparse.Namespace) -> list[Row]:
     # Local and throwaway: never sign with real credentials; no log line or EMF metrics line per
     # invocation on stdout, where the table goes.
     os.environ.update(
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_DEFAULT_REGION="ap-northeast-2",
+        AWS_ACCESS_KEY_ID=BENCH_CREDENTIALS.access_key,
+        AWS_SECRET_ACCESS_KEY=BENCH_CREDENTIALS.secret_key,
+        AWS_DEFAULT_REGION=REGION,
         POWERTOOLS_LOG_LEVEL="WARNING",
         POWERTOOLS_METRICS_DISABLED="true",
         WSCHAT_STORE="sqlite",
     )
-    os.environ.pop("AWS_SESSION_TOKEN", None)
-    os.environ.pop("AWS_PROFILE", None)
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION"):
+        os.environ.pop(name, None)
 
     import seed_send_message
     import wschat.delivery
@@ -361,11 +378,11 @@ def table(rows: list[Row], args: argparse.Namespace) -> str:
     out.append(
         "wschat CPU: CPU seconds this process spent in one wschat invocation"
         + (" (the endpoint's own work included)" if args.endpoint == "thread" else "")
-        + "; close to the wall time means the senders are bound by CPU under the GIL (boto3's "
-        "per-call work), not by waiting on the endpoint."
+        + "; close to the wall time means the senders are bound by CPU under the GIL, not by "
+        "waiting on the endpoint."
     )
     out.append(
-        "pool: fan-out threads (= botocore max_pool_connections); max in flight: most calls the "
+        "pool: fan-out threads (= HTTP connections kept); max in flight: most calls the "
         "endpoint was serving at once."
     )
     return "\n".join(out)
