@@ -23,6 +23,7 @@ from wschat.storage.base import (
     LOBBY,
     ChatStore,
     Connection,
+    Member,
     NewMessage,
     RateLimit,
     StoredMessage,
@@ -145,6 +146,7 @@ class ChatService:
                     room,
                     lambda r, names: protocol.membership_event("joined", r, name, ts, names),
                     outcome,
+                    quiet_if=_another_connection_named(name, connection_id),
                 )
         finally:
             self._connecting.discard(connection_id)
@@ -254,14 +256,18 @@ class ChatService:
         joined = self.store.join_room(
             room, connection.connection_id, connection.name, connection.expires_at
         )
+        names = member_names(self.store.room_members(room))
         if joined:
             ts = self.now_ms()
-            self._announce(
+            announced = self._announce(
                 room,
                 lambda r, names: protocol.membership_event("joined", r, connection.name, ts, names),
                 outcome,
+                quiet_if=_another_connection_named(connection.name, connection.connection_id),
             )
-        names = member_names(self.store.room_members(room))
+            if announced is None:  # the joiner itself still learns it is in
+                event = protocol.membership_event("joined", room, connection.name, ts, names)
+                self.reply(connection.connection_id, event)
         self.reply(connection.connection_id, protocol.presence_event(room, names))
         page = self.store.message_history(room)
         self.reply(
@@ -277,6 +283,7 @@ class ChatService:
             room,
             lambda r, names: protocol.membership_event("left", r, connection.name, ts, names),
             outcome,
+            quiet_if=_still_present(connection.name),
         )
         if event is None:
             names = member_names(self.store.room_members(room))
@@ -364,10 +371,16 @@ class ChatService:
         room: str,
         make_event: Callable[[str, list[str]], dict[str, Any]],
         outcome: Outcome,
+        *,
+        quiet_if: Callable[[list[Member]], bool] | None = None,
     ) -> dict[str, Any] | None:
-        """Send a presence change to a room's members; returns the event (None if too big)."""
+        """Send a presence change to a room's members; returns the event, or None when the
+        room is too big for presence events or ``quiet_if`` says the change is not one (a
+        second tab of someone already there)."""
         members = self.store.room_members(room)
         if len(members) > self.config.presence_event_limit:
+            return None
+        if quiet_if is not None and quiet_if(members):
             return None
         event = make_event(room, member_names(members))
         self._post([m.connection_id for m in members], event, outcome)
@@ -398,6 +411,8 @@ class ChatService:
                 members = self.store.room_members(room)
                 if not members or len(members) > self.config.presence_event_limit:
                     continue
+                if _still_present(gone.name)(members):
+                    continue  # another tab of the same person is still there
                 event = protocol.membership_event(
                     "left", room, gone.name, ts, member_names(members)
                 )
@@ -410,6 +425,14 @@ class ChatService:
                     if gone_id not in seen:
                         seen.add(gone_id)
                         pending.append(gone_id)
+
+
+def _another_connection_named(name: str, connection_id: str) -> Callable[[list[Member]], bool]:
+    return lambda members: any(m.name == name and m.connection_id != connection_id for m in members)
+
+
+def _still_present(name: str) -> Callable[[list[Member]], bool]:
+    return lambda members: any(m.name == name for m in members)
 
 
 def guest_name(connection_id: str) -> str:

@@ -985,3 +985,38 @@ def test_messages_still_reach_every_member_of_a_room_over_the_presence_limit(
     crowded.do(ALICE, "sendMessage", message="hi all")
 
     assert crowded.sender.recipients("message") == {ALICE, BOB, CAROL}
+
+
+# --- a person with two tabs -------------------------------------------------------------------
+
+
+def test_a_second_tab_of_someone_present_is_no_arrival(trio: Chat) -> None:
+    trio.connect("conn-alice-2", name="alice")
+
+    assert trio.sender.received(BOB, "joined") == []
+    assert trio.sender.received(CAROL, "joined") == []
+
+
+def test_a_second_tab_joining_a_room_tells_only_itself(trio: Chat) -> None:
+    trio.connect("conn-alice-2", name="alice")
+    trio.do(ALICE, "join", room="a")
+    trio.do(BOB, "join", room="a")
+    trio.sender.clear()
+
+    trio.do("conn-alice-2", "join", room="a")
+
+    assert trio.sender.received(BOB, "joined") == []
+    [own] = trio.sender.received("conn-alice-2", "joined")
+    assert (own["room"], own["name"], own["members"]) == ("a", "alice", ["alice", "bob"])
+
+
+def test_closing_one_of_two_tabs_is_no_departure(trio: Chat) -> None:
+    trio.connect("conn-alice-2", name="alice")
+    trio.sender.clear()
+
+    trio.service.disconnect("conn-alice-2")
+
+    assert trio.sender.received(BOB, "left") == []
+    trio.service.disconnect(ALICE)
+    [left] = trio.sender.received(BOB, "left")
+    assert (left["name"], left["members"]) == ("alice", ["bob", "carol"])
