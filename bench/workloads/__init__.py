@@ -1,0 +1,1 @@
+"""The workloads of bench/run.py, one module each (W1 to W5)."""
