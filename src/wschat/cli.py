@@ -117,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=2,
         help="warm execution environments per function, at most (default 2)",
     )
+    serve.add_argument(
+        "--management-credentials",
+        metavar="ACCESS_KEY:SECRET",
+        help="require every @connections request to be signed (AWS Signature V4, service "
+        "execute-api, any region) with these keys, as API Gateway's IAM auth does; the functions "
+        "get them as AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY. Default: "
+        "$WSCHAT_MANAGEMENT_ACCESS_KEY_ID and $WSCHAT_MANAGEMENT_SECRET_ACCESS_KEY (which keep the "
+        "secret out of the process list); without either, @connections answers 127.0.0.1 only",
+    )
     serve.add_argument("--log-level", default=os.environ.get("WSCHAT_LOG_LEVEL", "INFO"))
     client = sub.add_parser(
         "client",
@@ -188,7 +197,7 @@ def _load_api(args: argparse.Namespace) -> object:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from wschat.gateway import core, tls
+    from wschat.gateway import core, iam, tls
     from wschat.gateway.server import Gateway, GatewayConfig
     from wschat.gateway.spec import ApiSpec
     from wschat.gateway.template import TemplateError
@@ -204,6 +213,15 @@ def serve(args: argparse.Namespace) -> int:
         print(f"wschat serve: {exc}", file=sys.stderr)
         return 2
     assert isinstance(api, ApiSpec)
+    try:
+        credentials = (
+            iam.parse_credentials(args.management_credentials)
+            if args.management_credentials is not None
+            else iam.credentials_from_env()
+        )
+    except ValueError as exc:
+        print(f"wschat serve: management credentials: {exc}", file=sys.stderr)
+        return 2
     data_dir: Path = args.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     function_env = {"WSCHAT_STORE": args.store}
@@ -224,6 +242,7 @@ def serve(args: argparse.Namespace) -> int:
         static_dir=WEB_DIR,
         function_env=function_env,
         max_workers_per_function=args.concurrency,
+        management_credentials=credentials,
     )
     if args.tls:
         files = tls.ensure_certificates(data_dir / "tls")
@@ -245,6 +264,10 @@ def serve(args: argparse.Namespace) -> int:
         print(f"  Chat page:   {gateway.page_url}")
         if config.ca_bundle is not None:
             print(f"  CA bundle:   {config.ca_bundle}")
+        if credentials is not None:
+            print(f"  IAM auth:    @connections needs SigV4 with key {credentials.access_key}")
+        else:
+            print("  IAM auth:    none; @connections answers this machine (loopback) only")
         print("Press Ctrl+C to stop.", flush=True)
         await gateway.serve_forever(stop)
 

@@ -37,6 +37,9 @@ ROOM_PATTERN = re.compile(r"[a-z0-9][a-z0-9_\-]{0,31}")
 RESERVED_NAMES = frozenset({"system", "server", "wschat", "admin"})
 # Frames are at most API Gateway's 128 KB; a deeper structure than this is no chat frame.
 MAX_JSON_DEPTH = 32
+# JSON may escape half a UTF-16 pair ("\ud800"); such a string has no UTF-8 form, so it could be
+# neither stored nor sent back (json.loads lets it through, encode() would raise).
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 class ProtocolError(Exception):
@@ -88,7 +91,26 @@ def parse_frame(body: str | None) -> dict[str, Any]:
         raise ProtocolError(INVALID_JSON, 'frame must be a JSON object with an "action" field')
     if _depth(payload, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise ProtocolError(BAD_REQUEST, "frame is nested too deeply")
+    if _has_lone_surrogate(payload):
+        raise ProtocolError(
+            BAD_REQUEST, "frame holds a lone surrogate escape (\\ud800-\\udfff): not Unicode text"
+        )
     return payload
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _LONE_SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def action_of(payload: dict[str, Any]) -> str | None:

@@ -115,6 +115,9 @@ class ClientProtocol(asyncio.Protocol):
         self.busy = False  # an HTTP request or a handshake is in progress
         self.peer = "127.0.0.1"
         self._abort_handle: asyncio.TimerHandle | None = None
+        # Runs while the connection owes us a whole request (head and body): a client that
+        # trickles a head, or holds a kept-alive connection idle, cannot keep a socket forever.
+        self._request_timer: asyncio.TimerHandle | None = None
 
     # --- asyncio callbacks -------------------------------------------------------------------
 
@@ -125,6 +128,7 @@ class ClientProtocol(asyncio.Protocol):
         if peer:
             self.peer = str(peer[0])
         self.gateway.clients.add(self)
+        self._await_request()
 
     def data_received(self, data: bytes) -> None:
         if self.ws is not None:
@@ -144,6 +148,7 @@ class ClientProtocol(asyncio.Protocol):
         self.gateway.clients.discard(self)
         if self._abort_handle is not None:
             self._abort_handle.cancel()
+        self._request_arrived()
         ws = self.ws
         if ws is not None and ws.open:
             ws.open = False
@@ -191,6 +196,22 @@ class ClientProtocol(asyncio.Protocol):
 
     # --- HTTP --------------------------------------------------------------------------------
 
+    def _await_request(self) -> None:
+        self._request_arrived()
+        timeout = self.gateway.config.http_request_timeout
+        self._request_timer = asyncio.get_running_loop().call_later(timeout, self._request_late)
+
+    def _request_arrived(self) -> None:
+        if self._request_timer is not None:
+            self._request_timer.cancel()
+            self._request_timer = None
+
+    def _request_late(self) -> None:
+        self._request_timer = None
+        if self.ws is None and not self.busy:
+            log.info("closing a connection from %s: no whole request in time", self.peer)
+            self.close_transport()
+
     def _next_http_request(self) -> None:
         try:
             parsed = http.parse_head(self.buffer)
@@ -214,6 +235,7 @@ class ClientProtocol(asyncio.Protocol):
         request.body = bytes(self.buffer[head_length : head_length + length])
         del self.buffer[: head_length + length]
         self.busy = True
+        self._request_arrived()
         if request.is_websocket_upgrade:
             self.gateway.spawn(self._handshake(request))
         else:
@@ -229,7 +251,9 @@ class ClientProtocol(asyncio.Protocol):
         self.busy = False
         if not request.keep_alive:
             self.close_transport()
-        elif self.buffer:
+            return
+        self._await_request()
+        if self.buffer:
             self._next_http_request()
 
     # --- WebSocket ---------------------------------------------------------------------------

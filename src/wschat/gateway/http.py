@@ -73,6 +73,8 @@ def parse_head(buffer: bytes | bytearray) -> tuple[Request, int] | None:
         raise BadRequest(400, "malformed request line") from None
     if not version.startswith("HTTP/1.") or not method.isalpha():
         raise BadRequest(400, "malformed request line")
+    if any(ch < "!" or ch == "\x7f" for ch in target):  # RFC 9112 3.2: no controls in a target
+        raise BadRequest(400, "malformed request target")
     headers = []
     for line in lines[1:]:
         if not line:

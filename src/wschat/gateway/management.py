@@ -3,14 +3,20 @@
 HTTP: ``POST|GET|DELETE /{stage}/@connections/{connectionId}``, with API Gateway's status codes
 and error shapes (the error name in ``x-amzn-ErrorType``, as boto3's rest-json parser reads it),
 so boto3's ``apigatewaymanagementapi`` client works against the gateway unchanged.
+
+Who may call it: with management credentials configured, only requests signed with them (AWS
+Signature V4, as API Gateway's IAM auth checks a caller's); without, only clients on this machine
+(loopback), since an unsigned @connections API reachable from elsewhere would let anyone post to,
+read or close every connection.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-from wschat.gateway import http, ipc
+from wschat.gateway import http, iam, ipc
 from wschat.gateway.connection import frame_for
 
 if TYPE_CHECKING:
@@ -23,7 +29,47 @@ def _error(status: int, error_type: str, message: str | None) -> bytes:
     )
 
 
-def handle_request(gateway: Gateway, request: http.Request, prefix: str) -> bytes:
+def is_loopback(peer: str) -> bool:
+    try:
+        address = ipaddress.ip_address(peer.partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def refusal(gateway: Gateway, request: http.Request, peer: str) -> bytes | None:
+    """The 403 API Gateway would answer this @connections request, or None to serve it."""
+    credentials = gateway.config.management_credentials
+    if credentials is None:
+        if is_loopback(peer):
+            return None
+        return _error(
+            403,
+            "ForbiddenException",
+            "the @connections API answers only this machine unless the gateway has management "
+            "credentials (wschat serve --management-credentials) to check signatures with",
+        )
+    _, _, raw_query = request.target.partition("?")
+    try:
+        iam.verify(
+            request.method,
+            request.raw_path,
+            raw_query.partition("#")[0],
+            request.headers,
+            request.body,
+            credentials,
+        )
+    except iam.SignatureRejected as rejected:
+        return _error(403, "ForbiddenException", rejected.message)
+    return None
+
+
+def handle_request(gateway: Gateway, request: http.Request, prefix: str, peer: str) -> bytes:
+    refused = refusal(gateway, request, peer)
+    if refused is not None:
+        return refused
     # Split the raw path: an id may hold characters that arrive percent-encoded.
     raw_id = request.raw_path[len(prefix) :]
     connection_id = unquote(raw_id[1:]) if raw_id.startswith("/") else ""

@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from wschat.gateway import core, http, management
+from wschat.delivery.sigv4 import Credentials
+from wschat.gateway import core, http, iam, management
 from wschat.gateway.connection import ClientProtocol, WebSocketConnection, frame_for
 from wschat.gateway.spec import ApiSpec, FunctionSpec, RouteSpec
 from wschat.gateway.workers import FunctionPool, InvocationResult
@@ -42,6 +43,13 @@ class GatewayConfig:
     function_env: dict[str, str] = field(default_factory=dict)  # added to every function
     max_workers_per_function: int = 2
     shutdown_timeout: float = 10.0
+    # When set, every @connections request must be signed with these (SigV4, as API Gateway's
+    # IAM auth checks), and the functions get them as their AWS credentials; when not, the
+    # @connections API answers loopback clients only.
+    management_credentials: Credentials | None = None
+    # An HTTP connection that has not sent a whole request for this long is closed (a slowloris
+    # head, an idle keep-alive); a WebSocket is then governed by the idle timeout instead.
+    http_request_timeout: float = 30.0
 
 
 def _iso(epoch_seconds: float) -> str:
@@ -157,6 +165,18 @@ class Gateway:
         )
         env.update(function.environment)
         env.update(self.config.function_env)
+        for name in (iam.ACCESS_KEY_ENV, iam.SECRET_KEY_ENV):
+            env.pop(name, None)  # the functions get the keys below, not the gateway's settings
+        credentials = self.config.management_credentials
+        if credentials is not None:
+            # A Lambda's role credentials sign its @connections calls; here, the keys the
+            # gateway checks signatures with, so a handler's boto3 client passes. (Lambda
+            # reserves these names: a function's own environment cannot replace them.)
+            if env.get("AWS_ACCESS_KEY_ID") != credentials.access_key:
+                env.pop("AWS_SESSION_TOKEN", None)  # it belongs to other keys
+                env.pop("AWS_SECURITY_TOKEN", None)
+            env["AWS_ACCESS_KEY_ID"] = credentials.access_key
+            env["AWS_SECRET_ACCESS_KEY"] = credentials.secret_key
         return env
 
     async def serve_forever(self, stop: asyncio.Event) -> None:
@@ -343,7 +363,7 @@ class Gateway:
         stage_prefix = f"/{self.config.stage}/@connections"
         if request.raw_path.startswith(stage_prefix + "/") or request.raw_path == stage_prefix:
             self.management_http_requests += 1
-            return management.handle_request(self, request, stage_prefix)
+            return management.handle_request(self, request, stage_prefix, peer)
         if request.method in ("GET", "HEAD"):
             return self._static(request)
         return http.json_response(404, {"message": "Not Found"})
@@ -359,8 +379,12 @@ class Gateway:
             return http.json_response(404, {"message": "Not Found"})
         relative = request.path.lstrip("/") or "index.html"
         root = static_dir.resolve()
-        target = (root / relative).resolve()
-        if (root not in target.parents and target != root) or not target.is_file():
+        try:
+            target = (root / relative).resolve()
+            found = (root in target.parents or target == root) and target.is_file()
+        except (ValueError, OSError):  # a NUL (%00) in the path, a name too long...
+            found = False
+        if not found:
             return http.json_response(404, {"message": "Not Found"})
         content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
         if content_type.startswith("text/") or content_type.endswith("javascript"):
