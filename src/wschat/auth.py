@@ -41,6 +41,8 @@ def verify_token(token: str | None, secret: str) -> str:
         raise AuthError(403, "token expired") from None
     except jwt.InvalidTokenError as exc:
         raise AuthError(403, f"invalid token: {exc}") from None
+    except (UnicodeError, ValueError):  # e.g. a lone surrogate: not a token at all
+        raise AuthError(403, "invalid token: not a JWT") from None
     name = claims.get("sub")
     try:
         return protocol.check_name(str(name), None, "sub")
