@@ -196,6 +196,22 @@ def _load_api(args: argparse.Namespace) -> object:
     )
 
 
+def _forget_stale_connections(path: Path) -> None:
+    """No connection outlives the gateway: records a killed one left behind are stale."""
+    from wschat.storage import StoreError
+    from wschat.storage.sqlite import SqliteStore
+
+    try:
+        store = SqliteStore(path)
+        stale = store.remove_all_connections()
+        store.close()
+    except StoreError as exc:
+        logging.getLogger("wschat.gateway").warning("could not clear old connections: %s", exc)
+        return
+    if stale:
+        logging.getLogger("wschat.gateway").info("forgot %d connections of a previous run", stale)
+
+
 def serve(args: argparse.Namespace) -> int:
     from wschat.gateway import core, iam, tls
     from wschat.gateway.server import Gateway, GatewayConfig
@@ -227,6 +243,7 @@ def serve(args: argparse.Namespace) -> int:
     function_env = {"WSCHAT_STORE": args.store}
     if args.store == "sqlite":
         function_env["WSCHAT_SQLITE_PATH"] = str(data_dir / "wschat.sqlite3")
+        _forget_stale_connections(data_dir / "wschat.sqlite3")
     config = GatewayConfig(
         api=api,
         host=args.host,

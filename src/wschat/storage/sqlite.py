@@ -305,6 +305,19 @@ class SqliteStore:
 
         return self._run(work, write=True)
 
+    def remove_all_connections(self) -> int:
+        """Forget every connection and membership; returns how many connections there were.
+
+        For the local gateway's start: connections never outlive the gateway that held them,
+        so records left by one that was killed (no $disconnect ran) are all stale.
+        """
+
+        def work(db: sqlite3.Connection) -> int:
+            db.execute('DELETE FROM "chat-members"')
+            return int(db.execute('DELETE FROM "websocket-connections"').rowcount)
+
+        return self._run(work, write=True)
+
     # --- messages ----------------------------------------------------------------------------
 
     def append_message(self, message: NewMessage) -> StoredMessage:
