@@ -263,7 +263,10 @@ def settle(ctx: Context, step: Step, tag: str) -> str:
     if missing <= 0:
         return text + ": late, none lost"
     if time.monotonic() - last_progress > SETTLE_STALL:
-        return text + f"; {missing:,} never arrived (none for {SETTLE_STALL:.0f} s): lost"
+        return text + (
+            f"; the other {missing:,} had not arrived when deliveries stopped for "
+            f"{SETTLE_STALL:.0f} s (lost, or stuck in the server)"
+        )
     return text + f"; {missing:,} were still to come when the run moved on"
 
 
