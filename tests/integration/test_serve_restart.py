@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from tests.integration.conftest import wschat_serve
+
 from wschat.storage.base import Connection, NewMessage
 from wschat.storage.sqlite import SqliteStore
 
