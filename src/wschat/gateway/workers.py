@@ -103,6 +103,10 @@ class WorkerProcess:
                 stderr=asyncio.subprocess.STDOUT,
                 pass_fds=(to_child_r, from_child_w),
                 cwd=str(self.function.code_dir),
+                # Its own session: Ctrl+C in the terminal reaches the gateway only, which then
+                # runs every $disconnect before it stops the workers. (A worker still exits
+                # when the gateway dies: its pipe closes.)
+                start_new_session=True,
             )
         finally:
             os.close(to_child_r)
