@@ -377,8 +377,12 @@ class ChatService:
         """Send a presence change to a room's members; returns the event, or None when the
         room is too big for presence events or ``quiet_if`` says the change is not one (a
         second tab of someone already there)."""
-        members = self.store.room_members(room)
-        if len(members) > self.config.presence_event_limit:
+        limit = self.config.presence_event_limit
+        if limit <= 0:
+            return None
+        # limit + 1 tell a room over the limit without reading all of it.
+        members = self.store.room_members(room, limit=limit + 1)
+        if len(members) > limit:
             return None
         if quiet_if is not None and quiet_if(members):
             return None
@@ -407,9 +411,10 @@ class ChatService:
             if gone is None:
                 continue
             ts = self.now_ms()
-            for room in sorted(gone.rooms):
-                members = self.store.room_members(room)
-                if not members or len(members) > self.config.presence_event_limit:
+            limit = self.config.presence_event_limit
+            for room in sorted(gone.rooms) if limit > 0 else ():
+                members = self.store.room_members(room, limit=limit + 1)
+                if not members or len(members) > limit:
                     continue
                 if _still_present(gone.name)(members):
                     continue  # another tab of the same person is still there

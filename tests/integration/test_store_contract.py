@@ -410,6 +410,18 @@ def test_room_members_lists_each_member_of_that_room_only(store: ChatStore) -> N
     assert members("empty") == []
 
 
+def test_room_members_reads_at_most_the_limit(store: ChatStore) -> None:
+    ids = [f"member-{n:02d}=" for n in range(5)]
+    for n, connection_id in enumerate(ids):
+        connect(store, connection_id, f"user{n}", "lobby")
+
+    assert len(store.room_members("lobby", limit=3)) == 3
+    assert {m.connection_id for m in store.room_members("lobby", limit=3)} <= set(ids)
+    assert len(store.room_members("lobby", limit=6)) == 5
+    assert store.room_members("lobby", limit=0) == []
+    assert store.room_members("empty", limit=3) == []
+
+
 def test_remove_connection_deletes_the_record_and_every_membership(store: ChatStore) -> None:
     connect(store, ALICE, "alice", "lobby", "random", "games")
     for n in range(27):  # 30 rooms: more than one DynamoDB batch of 25

@@ -192,8 +192,10 @@ class ChatStore(ConnectionStore, Protocol):
     def leave_room(self, room: str, connection_id: str) -> bool:
         """Remove a membership; False if the connection was not in the room."""
 
-    def room_members(self, room: str) -> list[Member]:
-        """The room's memberships (a Query by room)."""
+    def room_members(self, room: str, *, limit: int | None = None) -> list[Member]:
+        """The room's memberships (a Query by room); at most ``limit`` of them when given (which
+        ones is the store's choice), so a caller that only needs to know whether a room is
+        bigger than N reads N + 1, not the whole room."""
 
     def remove_connection(
         self, connection_id: str, *, connected_before: int | None = None

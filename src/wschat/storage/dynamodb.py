@@ -397,19 +397,27 @@ class DynamoDBStore:
         )
         return deleted is not None
 
-    def room_members(self, room: str) -> list[Member]:
+    def room_members(self, room: str, *, limit: int | None = None) -> list[Member]:
+        if limit is not None and limit <= 0:
+            return []
+        request: dict[str, Any] = {
+            "TableName": self.tables.members,
+            "KeyConditionExpression": "room = :room",
+            "ExpressionAttributeValues": {":room": schema.s(room)},
+            "ConsistentRead": True,
+        }
+        if limit is not None:
+            # DynamoDB's Limit: the first Query reads no more than asked for.
+            request["PaginationConfig"] = {"MaxItems": limit, "PageSize": limit}
         with _translated(f"Query {self.tables.members} {room}"):
-            pages = self._client.get_paginator("query").paginate(
-                TableName=self.tables.members,
-                KeyConditionExpression="room = :room",
-                ExpressionAttributeValues={":room": schema.s(room)},
-                ConsistentRead=True,
-            )
-            return [
-                Member(room, item["connectionId"]["S"], item["name"]["S"])
-                for page in pages
-                for item in page.get("Items", [])
-            ]
+            pages = self._client.get_paginator("query").paginate(**request)
+            members = []
+            for page in pages:
+                for item in page.get("Items", []):
+                    members.append(Member(room, item["connectionId"]["S"], item["name"]["S"]))
+                    if limit is not None and len(members) >= limit:
+                        return members  # no further page is read
+            return members
 
     def remove_connection(
         self, connection_id: str, *, connected_before: int | None = None

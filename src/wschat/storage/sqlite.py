@@ -280,12 +280,13 @@ class SqliteStore:
             write=True,
         )
 
-    def room_members(self, room: str) -> list[Member]:
-        rows = self._run(
-            lambda db: db.execute(
-                'SELECT connectionId, name FROM "chat-members" WHERE room = ?', (room,)
-            ).fetchall()
-        )
+    def room_members(self, room: str, *, limit: int | None = None) -> list[Member]:
+        query = 'SELECT connectionId, name FROM "chat-members" WHERE room = ?'
+        params: tuple[object, ...] = (room,)
+        if limit is not None:
+            query += " LIMIT ?"
+            params = (room, max(0, limit))
+        rows = self._run(lambda db: db.execute(query, params).fetchall())
         return [Member(room, str(cid), str(name)) for cid, name in rows]
 
     def remove_connection(
