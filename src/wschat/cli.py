@@ -126,7 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
         "$WSCHAT_MANAGEMENT_ACCESS_KEY_ID and $WSCHAT_MANAGEMENT_SECRET_ACCESS_KEY (which keep the "
         "secret out of the process list); without either, @connections answers 127.0.0.1 only",
     )
-    serve.add_argument("--log-level", default=os.environ.get("WSCHAT_LOG_LEVEL", "INFO"))
+    serve.add_argument(
+        "--log-level",
+        default=os.environ.get("WSCHAT_LOG_LEVEL"),
+        help="the gateway's log level, and the functions' LOG_LEVEL (overriding the template's) "
+        "so they do not format and pipe lines the gateway would drop. Default: "
+        "$WSCHAT_LOG_LEVEL; without it, INFO for the gateway and the template's LOG_LEVEL for "
+        "the functions",
+    )
     client = sub.add_parser(
         "client",
         help="chat in the terminal",
@@ -219,7 +226,7 @@ def serve(args: argparse.Namespace) -> int:
     from wschat.gateway.template import TemplateError
 
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=(args.log_level or "INFO").upper(),
         format="%(asctime)s %(levelname)-5s %(name)s %(message)s",
         stream=sys.stderr,
     )
@@ -241,6 +248,8 @@ def serve(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     function_env = {"WSCHAT_STORE": args.store}
+    if args.log_level:
+        function_env["LOG_LEVEL"] = args.log_level.upper()
     if args.store == "sqlite":
         function_env["WSCHAT_SQLITE_PATH"] = str(data_dir / "wschat.sqlite3")
         _forget_stale_connections(data_dir / "wschat.sqlite3")
