@@ -222,10 +222,11 @@ class ChatService:
         stored = self.store.append_message(
             self._new_message(command.room, connection.name, command.text, command.client_id)
         )
-        self._acknowledge(connection.connection_id, stored, outcome)
         members = self.store.room_members(command.room)
         recipients = [member.connection_id for member in members]
-        self._post(recipients, protocol.message_event(stored), outcome)
+        self._acknowledge_and_post(
+            connection.connection_id, stored, recipients, protocol.message_event(stored), outcome
+        )
 
     def _direct(self, connection: Connection, command: protocol.Direct, outcome: Outcome) -> None:
         recipients = self.store.connection_ids_named(command.to)
@@ -242,15 +243,36 @@ class ChatService:
                 to=command.to,
             )
         )
-        self._acknowledge(connection.connection_id, stored, outcome)
         # Every connection of both users sees the message, so both sides' other tabs agree.
         own = self.store.connection_ids_named(connection.name)
         everyone = list(dict.fromkeys([*recipients, *own, connection.connection_id]))
-        self._post(everyone, protocol.direct_event(stored), outcome)
+        self._acknowledge_and_post(
+            connection.connection_id, stored, everyone, protocol.direct_event(stored), outcome
+        )
 
-    def _acknowledge(self, connection_id: str, stored: StoredMessage, outcome: Outcome) -> None:
+    def _acknowledge_and_post(
+        self,
+        caller: str,
+        stored: StoredMessage,
+        connection_ids: list[str],
+        event: dict[str, Any],
+        outcome: Outcome,
+    ) -> None:
+        """The caller's ``ack``, then the message to its recipients, in one sender call (one
+        round trip on the local fast path). The ack is a reply: its failure is logged, never
+        taken for a departure (as ``reply``); the message's results are counted (as ``_post``)."""
         outcome.message_id = stored.id
-        self.reply(connection_id, protocol.ack_event(stored))
+        batches: list[tuple[list[str], bytes]] = [
+            ([caller], protocol.encode(protocol.ack_event(stored)))
+        ]
+        connection_ids = [cid for cid in connection_ids if cid not in self._connecting]
+        if connection_ids:
+            batches.append((connection_ids, protocol.encode(event)))
+        ack, *posted = self.sender.post_batch(batches)
+        for failed_id, reason in ack.failed.items():
+            self.log.warning("reply failed", extra={"recipient": failed_id, "reason": reason})
+        if posted:
+            self._count_posted(posted[0], outcome)
 
     def _join(self, connection: Connection, room: str, outcome: Outcome) -> None:
         joined = self.store.join_room(
@@ -359,7 +381,9 @@ class ChatService:
         connection_ids = [cid for cid in connection_ids if cid not in self._connecting]
         if not connection_ids:
             return
-        result = self.sender.post_many(connection_ids, protocol.encode(event))
+        self._count_posted(self.sender.post_many(connection_ids, protocol.encode(event)), outcome)
+
+    def _count_posted(self, result: FanoutResult, outcome: Outcome) -> None:
         outcome.count(result)
         for failed_id, reason in result.failed.items():
             self.log.warning("delivery failed", extra={"recipient": failed_id, "reason": reason})

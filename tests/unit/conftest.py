@@ -48,6 +48,7 @@ class RecordingSender:
         self.gone: set[str] = set()
         self.failing: dict[str, str] = {}
         self.on_post: Callable[[str, dict[str, Any]], None] | None = None
+        self.batch_calls = 0  # post_batch calls: one sender call for an ack and its message
 
     def post(self, connection_id: str, data: bytes) -> None:
         if connection_id in self.gone:
@@ -70,6 +71,10 @@ class RecordingSender:
             else:
                 result.delivered += 1
         return result
+
+    def post_batch(self, batches: Sequence[tuple[Sequence[str], bytes]]) -> list[FanoutResult]:
+        self.batch_calls += 1
+        return [self.post_many(connection_ids, data) for connection_ids, data in batches]
 
     def get(self, connection_id: str) -> ConnectionInfo:
         if connection_id in self.gone:

@@ -317,6 +317,15 @@ def test_sender_gets_an_ack_before_its_own_message(trio: Chat) -> None:
     assert trio.sender.recipients("ack") == {ALICE}
 
 
+def test_the_ack_and_the_message_go_in_one_sender_call(trio: Chat) -> None:
+    calls = trio.sender.batch_calls
+
+    trio.do(ALICE, "sendMessage", message="hi")
+    trio.do(ALICE, "direct", to="bob", message="psst")
+
+    assert trio.sender.batch_calls == calls + 2
+
+
 def test_client_id_is_echoed_in_the_ack_and_the_message(trio: Chat) -> None:
     trio.do(ALICE, "sendMessage", message="hi", clientId="tab1-42")
 

@@ -32,7 +32,13 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from wschat.delivery.base import ConnectionInfo, DeliveryError, FanoutResult, GoneConnection
+from wschat.delivery.base import (
+    ConnectionInfo,
+    DeliveryError,
+    FanoutResult,
+    GoneConnection,
+    post_many_each,
+)
 from wschat.delivery.sigv4 import Credentials, Signer, payload_hash
 
 DEFAULT_FANOUT_WORKERS = 64
@@ -328,6 +334,9 @@ class ApiGatewaySender:
             else:
                 result.failed[connection_id] = str(error) or type(error).__name__
         return result
+
+    def post_batch(self, batches: Sequence[tuple[Sequence[str], bytes]]) -> list[FanoutResult]:
+        return post_many_each(self, batches)  # each batch through the pool, in order
 
     # -- the rare calls, through boto3 -----------------------------------------------------
 

@@ -58,8 +58,20 @@ class Sender(Protocol):
     def post_many(self, connection_ids: Sequence[str], data: bytes) -> FanoutResult:
         """Send the same bytes to many connections; one recipient's failure never stops the rest."""
 
+    def post_batch(self, batches: Sequence[tuple[Sequence[str], bytes]]) -> list[FanoutResult]:
+        """Send several (recipients, bytes) batches, in order, in as few calls as the sender
+        can (one for the local gateway's fast path); one result per batch. ``post_many_each``
+        is the plain way."""
+
     def get(self, connection_id: str) -> ConnectionInfo:
         """Describe a connection; raises GoneConnection."""
 
     def delete(self, connection_id: str) -> None:
         """Close a connection; raises GoneConnection."""
+
+
+def post_many_each(
+    sender: Sender, batches: Sequence[tuple[Sequence[str], bytes]]
+) -> list[FanoutResult]:
+    """``Sender.post_batch`` for a sender with nothing better: ``post_many`` batch by batch."""
+    return [sender.post_many(connection_ids, data) for connection_ids, data in batches]

@@ -3,8 +3,8 @@
 Messages (``op``):
 
 * gateway → worker: ``invoke`` {id, event, context}; ``reply`` {id, ...} answering a channel call
-* worker → gateway: ``result`` {id, ok, value | error}; ``post_many`` / ``get`` / ``delete``
-  {id, ...}, the local fast path's calls, answered with ``reply``.
+* worker → gateway: ``result`` {id, ok, value | error}; ``post_many`` / ``post_batch`` /
+  ``get`` / ``delete`` {id, ...}, the local fast path's calls, answered with ``reply``.
 """
 
 from __future__ import annotations

@@ -94,18 +94,14 @@ def handle_request(gateway: Gateway, request: http.Request, prefix: str, peer: s
 
 
 def handle_channel_call(gateway: Gateway, message: dict[str, Any]) -> dict[str, Any]:
-    """A worker's fast-path call: post the same frame to many connections in one go."""
+    """A worker's fast-path call: post the same frame to many connections in one go (or a few
+    such batches), describe a connection, close one."""
     op = message.get("op")
     if op == "post_many":
-        frame = frame_for(ipc.unpack_data(message))
-        delivered = 0
-        gone = []
-        for connection_id in message.get("ids", []):
-            if gateway.post_to_connection(connection_id, frame):
-                delivered += 1
-            else:
-                gone.append(connection_id)
-        return {"delivered": delivered, "gone": gone, "failed": {}}
+        return _post_many(gateway, message)
+    if op == "post_batch":
+        # Several post_many in one call, in order (an ack, then the message to the room).
+        return {"results": [_post_many(gateway, batch) for batch in message.get("batches", [])]}
     if op == "get":
         description = gateway.connection_description(str(message.get("connection_id")))
         if description is None:
@@ -119,3 +115,15 @@ def handle_channel_call(gateway: Gateway, message: dict[str, Any]) -> dict[str, 
     if op == "delete":
         return {"gone": not gateway.delete_connection(str(message.get("connection_id")))}
     return {"error": f"unknown call {op!r}"}
+
+
+def _post_many(gateway: Gateway, message: dict[str, Any]) -> dict[str, Any]:
+    frame = frame_for(ipc.unpack_data(message))
+    delivered = 0
+    gone = []
+    for connection_id in message.get("ids", []):
+        if gateway.post_to_connection(connection_id, frame):
+            delivered += 1
+        else:
+            gone.append(connection_id)
+    return {"delivered": delivered, "gone": gone, "failed": {}}

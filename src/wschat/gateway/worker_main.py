@@ -87,6 +87,23 @@ class PipeChannel:
             failed=dict(reply["failed"]),
         )
 
+    def post_batch(self, batches: Sequence[tuple[Sequence[str], bytes]]) -> list[FanoutResult]:
+        """Every batch in one call: one round trip to the gateway, not one per batch."""
+        reply = self._call(
+            {
+                "op": "post_batch",
+                "batches": [{"ids": list(ids), **ipc.pack_data(data)} for ids, data in batches],
+            }
+        )
+        return [
+            FanoutResult(
+                delivered=int(result["delivered"]),
+                gone=list(result["gone"]),
+                failed=dict(result["failed"]),
+            )
+            for result in reply["results"]
+        ]
+
     def post(self, connection_id: str, data: bytes) -> None:
         result = self.post_many([connection_id], data)
         if result.gone:

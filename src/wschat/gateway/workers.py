@@ -26,7 +26,8 @@ from wschat.gateway.spec import FunctionSpec
 log = logging.getLogger("wschat.gateway")
 function_log = logging.getLogger("wschat.functions")
 
-# Handles a worker's fast-path call (post_many / get / delete) and returns the reply's fields.
+# Handles a worker's fast-path call (post_many, post_batch, get, delete); returns the reply's
+# fields.
 ChannelHandler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
