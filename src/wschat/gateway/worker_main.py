@@ -61,17 +61,29 @@ class PipeChannel:
         self._ids = itertools.count(1)
         self._pending: dict[int, Future[dict[str, Any]]] = {}
         self._lock = threading.Lock()
+        self._closed: str | None = None
 
     def _call(self, message: dict[str, Any]) -> dict[str, Any]:
         call_id = next(self._ids)
         future: Future[dict[str, Any]] = Future()
         with self._lock:
+            if self._closed is not None:
+                raise DeliveryError(self._closed)
             self._pending[call_id] = future
         self._write({**message, "id": call_id})
         reply = future.result(timeout=30)
         if "error" in reply:
             raise DeliveryError(f"the gateway could not {message['op']}: {reply['error']}")
         return reply
+
+    def close(self, reason: str) -> None:
+        """The gateway is gone: fail the calls waiting for its reply, and every later one."""
+        with self._lock:
+            self._closed = reason
+            pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(DeliveryError(reason))
 
     def resolve(self, message: dict[str, Any]) -> None:
         with self._lock:
@@ -186,6 +198,10 @@ class Worker:
         while True:
             chunk = self._in.read(65536)
             if not chunk:
+                # The gateway closed the pipe (stopped, or killed): a handler waiting for a
+                # fast-path reply would wait out its 30 s, keeping this process (and the store)
+                # busy after the gateway died; fail the wait so the worker exits now.
+                self.channel.close("the gateway is gone")
                 self._invocations.put(None)
                 return
             for message in decoder.feed(chunk):
