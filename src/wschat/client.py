@@ -23,8 +23,11 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from wschat import ids
+
 HELP = __doc__.split("Commands: ", 1)[1].split("It reconnects", 1)[0].strip() if __doc__ else ""
 MAX_BACKOFF = 10.0
+CATCH_UP_REWIND_MS = 10_000
 
 
 class TerminalChat:
@@ -165,7 +168,9 @@ class TerminalChat:
             for room in sorted(self.rooms):
                 page: dict[str, Any] = {"action": "history", "room": room}
                 if room in self.last_ids:
-                    page["after"] = self.last_ids[room]
+                    # Messages sent at one moment can arrive out of id order: catch up from a
+                    # little before the newest id seen; show_message drops what was shown.
+                    page["after"] = ids.rewound(self.last_ids[room], CATCH_UP_REWIND_MS)
                 else:
                     page["limit"] = 20
                 self._schedule(page)

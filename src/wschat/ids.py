@@ -57,3 +57,10 @@ def next_id(last_id: str | None, now_ms: int | None = None) -> str:
     for char in last_id:
         value = value * 32 + _ALPHABET.index(char)
     return _encode(value + 1, len(last_id))
+
+
+def rewound(message_id: str, ms: int) -> str:
+    """The smallest id of the moment ``ms`` before ``message_id``'s: ``history`` after it
+    returns everything from that moment on (clients catch up from a little before the newest
+    id they saw, because messages sent at one moment can arrive out of id order)."""
+    return _encode(max(0, id_time_ms(message_id) - ms), 10) + "0" * (len(message_id) - 10)

@@ -89,3 +89,12 @@ def test_ids_made_on_many_threads_are_unique() -> None:
     assert len(set(every)) == len(every) == 8_000
     for into in made:
         assert into == sorted(into), "each thread sees increasing ids"
+
+
+def test_rewound_id_is_the_first_id_of_an_earlier_moment() -> None:
+    message_id = ids.new_id(1_800_000_000_000)
+    earlier = ids.rewound(message_id, 10_000)
+    assert ids.id_time_ms(earlier) == 1_800_000_000_000 - 10_000
+    assert earlier < message_id
+    assert earlier.endswith("0" * 16)  # no id of that moment sorts before it
+    assert len(earlier) == len(message_id)

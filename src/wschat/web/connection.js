@@ -6,6 +6,24 @@
 
 const MAX_BACKOFF_MS = 10000;
 const HISTORY_PAGE = 50;
+// Messages sent at the same moment can arrive out of id order, so catch-up starts this far
+// before the newest id seen, and messages already shown are dropped by id.
+const CATCH_UP_REWIND_MS = 10000;
+const ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+// The smallest message id of a moment a little before ``id``'s (ids start with 10 base32
+// characters of epoch milliseconds).
+export function rewound(id, ms = CATCH_UP_REWIND_MS) {
+  let time = 0;
+  for (const char of id.slice(0, 10)) time = time * 32 + ID_ALPHABET.indexOf(char);
+  time = Math.max(0, time - ms);
+  let prefix = "";
+  for (let i = 0; i < 10; i += 1) {
+    prefix = ID_ALPHABET[time % 32] + prefix;
+    time = Math.floor(time / 32);
+  }
+  return prefix + "0".repeat(id.length - 10);
+}
 
 export class ChatConnection extends EventTarget {
   constructor(url, store) {
@@ -125,14 +143,14 @@ export class ChatConnection extends EventTarget {
   catchUp() {
     for (const room of this.rooms) {
       const last = this.store.lastId(room);
-      if (last) this.send({ action: "history", room, after: last, limit: HISTORY_PAGE });
+      if (last) this.send({ action: "history", room, after: rewound(last), limit: HISTORY_PAGE });
       else this.send({ action: "history", room, limit: HISTORY_PAGE });
       this.send({ action: "who", room });
     }
     for (const user of this.store.directUsers()) {
       const last = this.store.lastId(`@${user}`);
       const frame = { action: "history", with: user, limit: HISTORY_PAGE };
-      if (last) frame.after = last;
+      if (last) frame.after = rewound(last);
       this.send(frame);
     }
   }
