@@ -74,6 +74,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from systems import process_tree, rss_kib
+
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
 RESULTS = ROOT / "bench" / "results"
@@ -155,7 +157,7 @@ class Gateway:
             return ""
 
     def workers(self) -> list[int]:
-        return children(self.process.pid)
+        return process_tree(self.process.pid)[1:]
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM (closes every connection, runs $disconnect), then SIGKILL what is left."""
@@ -171,30 +173,6 @@ class Gateway:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         self._stderr.close()
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry.name))
-    return found
-
-
-def rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def busy_jiffies() -> int:

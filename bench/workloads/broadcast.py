@@ -370,3 +370,21 @@ def plot_latency(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def run_notes(r: Run) -> list[str]:
+    """The notes one server's run adds under a W3/W4 table: how connecting went, what stopped
+    or settled late, connections lost, and why it failed."""
+    notes = []
+    for note in (r.connect_note, r.processes_note):
+        if note:
+            notes.append(f"{r.label}: {note}.")
+    if r.outcome is not None:
+        for note in (r.outcome.warm_up, r.outcome.stopped, r.outcome.settle):
+            if note:
+                notes.append(f"{r.label}: {note}.")
+        if r.outcome.lost:
+            notes.append(f"{r.label}: connections lost during the run: {r.outcome.lost}.")
+    if r.failed and r.members:
+        notes.append(f"{r.label}: {r.failed}.")
+    return notes

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import time
 
-from workloads.broadcast import Plan, Run, peak, plot_latency, run_steps, step_cells
+from workloads.broadcast import (
+    Plan,
+    Run,
+    peak,
+    plot_latency,
+    run_notes,
+    run_steps,
+    step_cells,
+)
 from workloads.common import (
     SYSTEM_ORDER,
     Context,
@@ -151,20 +159,7 @@ def run(ctx: Context) -> Section:
         "Columns as in W3.",
     ]
     for r in runs.values():
-        if r.connect_note:
-            notes.append(f"{r.label}: {r.connect_note}.")
-        if r.processes_note:
-            notes.append(f"{r.label}: {r.processes_note}.")
-        if r.outcome is not None and r.outcome.warm_up:
-            notes.append(f"{r.label}: {r.outcome.warm_up}.")
-        if r.outcome is not None and r.outcome.stopped:
-            notes.append(f"{r.label}: {r.outcome.stopped}.")
-        if r.outcome is not None and r.outcome.settle:
-            notes.append(f"{r.label}: {r.outcome.settle}.")
-        if r.outcome is not None and r.outcome.lost:
-            notes.append(f"{r.label}: connections lost during the run: {r.outcome.lost}.")
-        if r.failed and r.members:
-            notes.append(f"{r.label}: {r.failed}.")
+        notes.extend(run_notes(r))
     markdown = "\n\n".join([table(header, rows), table(summary_header, summary), "\n".join(notes)])
 
     plot = ctx.plots_dir / "w4_latency.png"
