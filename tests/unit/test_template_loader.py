@@ -503,7 +503,6 @@ def test_api_from_routes_needs_an_existing_code_dir(tmp_path: Path) -> None:
 # --- the project's own template -----------------------------------------------------------------
 
 
-@pytest.mark.skipif(not PROJECT_TEMPLATE.exists(), reason="template.yaml not written yet")
 def test_project_template_runs_the_wschat_handlers() -> None:
     api = load_api(PROJECT_TEMPLATE)
     modules = {key: route.function.handler.rsplit(".", 2)[1] for key, route in api.routes.items()}
