@@ -551,3 +551,41 @@ def test_send_message_handler_keeps_going_past_a_failing_connection(
     assert ("POST", FAILING) in endpoint.attempts()
     # A 500 is not a 410: the connection may still be open, so its record stays.
     assert _stored_ids(handler_env) == {FAILING, *LIVE}
+
+
+# -- pacing and retries within a delivery job's time (issue 10) -------------------------------
+
+
+def test_with_a_deadline_throttled_posts_are_retried_until_delivered(
+    endpoint: ConnectionsEndpoint,
+) -> None:
+    sender = ApiGatewaySender.for_endpoint(endpoint.url, rate=1000)
+    endpoint.mark_throttled(LIVE[0], times=4)
+    endpoint.mark_failing(LIVE[1], times=3)
+    try:
+        result = sender.post_many(LIVE, b"paced", deadline=time.monotonic() + 20)
+    finally:
+        sender.close()
+
+    assert result.delivered == 3 and not result.failed and not result.gone
+    assert endpoint.attempts().count(("POST", LIVE[0])) == 5
+    assert endpoint.attempts().count(("POST", LIVE[1])) == 4
+    assert sorted(endpoint.received()) == sorted((cid, b"paced") for cid in LIVE)
+
+
+def test_a_post_throttled_past_the_deadline_fails_that_recipient_only(
+    endpoint: ConnectionsEndpoint,
+) -> None:
+    sender = ApiGatewaySender.for_endpoint(endpoint.url, rate=1000)
+    endpoint.mark_throttled(LIVE[0])
+    try:
+        result = sender.post_many([*LIVE, GONE], b"storm", deadline=time.monotonic() + 1.0)
+    finally:
+        sender.close()
+
+    assert result.delivered == 2
+    assert result.gone == [GONE]
+    assert list(result.failed) == [LIVE[0]]
+    assert "HTTP 429 LimitExceededException" in result.failed[LIVE[0]]
+    # Retried more than the once a post without a deadline gets, with backoff between tries.
+    assert endpoint.attempts().count(("POST", LIVE[0])) > 2

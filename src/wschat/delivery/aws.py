@@ -11,8 +11,11 @@ temporary ones). The request is the one boto3 would send: same path encoding, sa
 headers, same signature (tests/unit/test_sigv4.py). ``get`` and ``delete`` are rare and stay
 on boto3's ``apigatewaymanagementapi`` client.
 
-Answers: 2xx delivered; 410 GoneConnection; 429 and 5xx retried once after a short backoff,
-then DeliveryError; anything else DeliveryError naming the status and ``x-amzn-ErrorType``.
+Answers: 2xx delivered; 410 GoneConnection; 429 and 5xx retried with exponential backoff and
+full jitter (:mod:`wschat.delivery.pacing`): once when no deadline is given (a post inside a
+chat action), else until the deadline (a delivery job's time), then DeliveryError; anything
+else DeliveryError naming the status and ``x-amzn-ErrorType``. A sender built with ``rate``
+paces its posts with a token bucket: the delivery workers' share of the account's budget.
 
 urllib3 ships with botocore, so it is in Lambda's runtime; like boto3 it is imported on first
 use, never at a handler's import.
@@ -22,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import threading
 import time
@@ -39,12 +41,13 @@ from wschat.delivery.base import (
     GoneConnection,
     post_many_each,
 )
+from wschat.delivery.pacing import Backoff, TokenBucket
 from wschat.delivery.sigv4 import Credentials, Signer, payload_hash
 
 DEFAULT_FANOUT_WORKERS = 64
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 10.0
-RETRY_BACKOFF = (0.05, 0.15)  # seconds, uniform: before the one retry of a 429 or 5xx
+RETRY_BACKOFF = Backoff(base=0.05, cap=2.0)  # before each retry of a 429 or 5xx
 SERVICE = "execute-api"
 
 _EXECUTE_API_HOST = re.compile(
@@ -136,6 +139,7 @@ class ApiGatewaySender:
         *,
         max_workers: int = DEFAULT_FANOUT_WORKERS,
         region: str | None = None,
+        rate: float | None = None,
     ) -> None:
         self._endpoint_url = endpoint_url.rstrip("/")
         parts = urlsplit(self._endpoint_url)
@@ -143,6 +147,8 @@ class ApiGatewaySender:
         self._path = parts.path
         self._region = region or region_for(parts.hostname or "")
         self._max_workers = max_workers
+        # Posts a second this sender may make (None: unpaced), shared by its threads.
+        self._bucket = TokenBucket(rate) if rate else None
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._http: Any = None  # urllib3.HTTPConnectionPool
@@ -154,9 +160,13 @@ class ApiGatewaySender:
 
     @classmethod
     def for_endpoint(
-        cls, endpoint_url: str, *, max_workers: int = DEFAULT_FANOUT_WORKERS
+        cls,
+        endpoint_url: str,
+        *,
+        max_workers: int = DEFAULT_FANOUT_WORKERS,
+        rate: float | None = None,
     ) -> ApiGatewaySender:
-        return cls(endpoint_url, max_workers=max_workers)
+        return cls(endpoint_url, max_workers=max_workers, rate=rate)
 
     # -- built on first use ----------------------------------------------------------------
 
@@ -263,16 +273,21 @@ class ApiGatewaySender:
         body_sha256: str,
         signer: Signer,
         credentials: Credentials,
+        deadline: float | None = None,
     ) -> None:
-        """One signed POST. Retried once: a 429 or 5xx answer (after a short backoff), and a
-        connection that failed before the request went out (not a read timeout: that post may
-        have been delivered)."""
+        """One signed POST, paced when the sender has a rate. A 429 or 5xx answer is retried
+        after a backoff: once without a ``deadline`` (a ``time.monotonic()`` value), else
+        while the next try can start before it. A connection that failed before the request
+        went out is retried once (not a read timeout: that post may have been delivered)."""
         from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError
 
         http = self._http_pool()
         path = connection_path(self._path, connection_id)
-        retried = False
+        reconnected = False
+        attempt = 0
         while True:
+            if self._bucket is not None and not self._bucket.acquire(deadline):
+                raise DeliveryError(f"post {connection_id}: no time left within the budget")
             headers = signer.headers("POST", self._host, path, body_sha256, credentials)
             try:
                 response = http.urlopen(
@@ -286,8 +301,8 @@ class ApiGatewaySender:
                 )
             except (ConnectTimeoutError, ProtocolError) as exc:
                 # No connection, or a kept-alive one the server had closed.
-                if not retried:
-                    retried = True
+                if not reconnected:
+                    reconnected = True
                     continue
                 raise DeliveryError(f"post {connection_id}: {exc}") from exc
             except HTTPError as exc:
@@ -297,10 +312,15 @@ class ApiGatewaySender:
                 return
             if status == 410:
                 raise GoneConnection(connection_id)
-            if (status == 429 or status >= 500) and not retried:
-                retried = True
-                time.sleep(random.uniform(*RETRY_BACKOFF))
-                continue
+            if status == 429 or status >= 500:
+                attempt += 1
+                wait = RETRY_BACKOFF.delay(attempt)
+                if deadline is None and attempt == 1:
+                    time.sleep(max(wait, 0.05))
+                    continue
+                if deadline is not None and time.monotonic() + wait < deadline:
+                    time.sleep(wait)
+                    continue
             reason = _describe(status, response.headers, response.data)
             raise DeliveryError(f"post {connection_id}: {reason}")
 
@@ -308,7 +328,11 @@ class ApiGatewaySender:
         signer, credentials = self._signing()
         self._post(connection_id, data, payload_hash(data), signer, credentials)
 
-    def post_many(self, connection_ids: Sequence[str], data: bytes) -> FanoutResult:
+    def post_many(
+        self, connection_ids: Sequence[str], data: bytes, *, deadline: float | None = None
+    ) -> FanoutResult:
+        """Post ``data`` to each id from the thread pool; with ``deadline`` (a
+        ``time.monotonic()`` value) throttled posts are retried until it."""
         result = FanoutResult()
         if not connection_ids:
             return result
@@ -321,7 +345,7 @@ class ApiGatewaySender:
 
         def post_one(connection_id: str) -> tuple[str, Exception | None]:
             try:
-                self._post(connection_id, data, body_sha256, signer, credentials)
+                self._post(connection_id, data, body_sha256, signer, credentials, deadline)
             except Exception as exc:  # one recipient's failure never stops the others
                 return connection_id, exc
             return connection_id, None

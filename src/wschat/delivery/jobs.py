@@ -1,0 +1,155 @@
+"""Fan-out jobs: the unit of queued delivery to a room too big for one invocation.
+
+A room's delivery is a chain of jobs on one queue (docs/scaling.md, planned in issue 10):
+
+* a **plan** job names a room, the frame to deliver and a cursor into the room's member ids;
+  the delivery function reads the next pages of ids after the cursor, sends one **deliver**
+  job per page and, if the room goes on, one plan job with the new cursor;
+* a **deliver** job carries a page of connection ids and the frame; the delivery function
+  posts it to each, paced, retrying throttles, and reports itself failed (so SQS redelivers
+  it) only when some recipient ended neither delivered nor gone.
+
+Jobs are plain JSON so any SQS-compatible queue carries them and a dead-lettered job can be
+read by a person. ``JobQueue`` is the port the chat service enqueues through; its SQS adapter
+is :mod:`wschat.delivery.sqs`. Nothing here imports boto3.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+# SQS refuses a message body over 256 KiB; a job stays well below it (see ``FanoutSettings``).
+MAX_JOB_BYTES = 256 * 1024
+JOB_VERSION = 1
+
+JobKind = Literal["plan", "deliver"]
+
+
+class JobError(ValueError):
+    """A queue message that is not a fan-out job this code can run (a bug or a foreign
+    message): never retried into success, so it ends in the dead-letter queue."""
+
+
+class QueueUnavailable(Exception):
+    """The job queue could not take the jobs: unreachable, refused or throttled."""
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutSettings:
+    """When a room's delivery is queued, and how big its jobs are.
+
+    ``inline_limit``: rooms of at most this many recipients are posted to inside the
+    invocation that produced the event (lowest latency; at ~20 ms a post and 64 threads, 500
+    recipients take ~0.16 s). ``page_size``: recipients per deliver job; 500 ids of ~16
+    characters plus a 4,000-character frame is ~30 KiB, far under SQS's 256 KiB.
+    ``plan_pages``: pages one plan job reads before handing the rest of the room on.
+    """
+
+    inline_limit: int = 500
+    page_size: int = 500
+    plan_pages: int = 10
+
+    def __post_init__(self) -> None:
+        if self.inline_limit < 0 or self.page_size < 1 or self.plan_pages < 1:
+            raise ValueError(f"fan-out settings out of range: {self}")
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutJob:
+    """One job: ``plan`` (room + cursor) or ``deliver`` (room + ids). ``data`` is the frame
+    as sent to each recipient; ``endpoint`` the stage's @connections URL, since an SQS event
+    has no requestContext to find it from; ``exclude`` ids that must not get the frame."""
+
+    kind: JobKind
+    room: str
+    endpoint: str
+    data: bytes
+    ids: tuple[str, ...] = ()
+    after: str | None = None  # plan: the last member id already planned
+    exclude: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def plan(
+        cls,
+        room: str,
+        endpoint: str,
+        data: bytes,
+        *,
+        after: str | None = None,
+        exclude: Sequence[str] = (),
+    ) -> FanoutJob:
+        return cls("plan", room, endpoint, data, after=after, exclude=frozenset(exclude))
+
+    @classmethod
+    def deliver(cls, room: str, endpoint: str, data: bytes, ids: Sequence[str]) -> FanoutJob:
+        return cls("deliver", room, endpoint, data, ids=tuple(ids))
+
+    def to_json(self) -> str:
+        document: dict[str, Any] = {
+            "v": JOB_VERSION,
+            "kind": self.kind,
+            "room": self.room,
+            "endpoint": self.endpoint,
+        }
+        try:
+            document["text"] = self.data.decode("utf-8")
+        except UnicodeDecodeError:
+            document["b64"] = base64.b64encode(self.data).decode("ascii")
+        if self.ids:
+            document["ids"] = list(self.ids)
+        if self.after is not None:
+            document["after"] = self.after
+        if self.exclude:
+            document["exclude"] = sorted(self.exclude)
+        body = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+        if len(body.encode("utf-8")) > MAX_JOB_BYTES:
+            raise JobError(f"a {self.kind} job of {len(self.ids)} ids is over 256 KiB")
+        return body
+
+    @classmethod
+    def from_json(cls, body: str) -> FanoutJob:
+        try:
+            document = json.loads(body)
+        except ValueError as exc:
+            raise JobError(f"not JSON: {exc}") from None
+        if not isinstance(document, dict) or document.get("v") != JOB_VERSION:
+            raise JobError("not a version 1 fan-out job")
+        kind = document.get("kind")
+        room, endpoint = document.get("room"), document.get("endpoint")
+        if kind not in ("plan", "deliver") or not isinstance(room, str):
+            raise JobError(f"unknown job kind {kind!r} or no room")
+        if not isinstance(endpoint, str) or not endpoint:
+            raise JobError("no @connections endpoint")
+        if isinstance(document.get("text"), str):
+            data = document["text"].encode("utf-8")
+        elif isinstance(document.get("b64"), str):
+            data = base64.b64decode(document["b64"])
+        else:
+            raise JobError("no frame (text or b64)")
+        ids = document.get("ids", [])
+        exclude = document.get("exclude", [])
+        after = document.get("after")
+        if (
+            not _strings(ids)
+            or not _strings(exclude)
+            or not (after is None or isinstance(after, str))
+        ):
+            raise JobError("ids, exclude and after must be strings")
+        if kind == "deliver" and not ids:
+            raise JobError("a deliver job with no ids")
+        return cls(kind, room, endpoint, data, tuple(ids), after, frozenset(exclude))
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+class JobQueue(Protocol):
+    """Where fan-out jobs go. ``send`` returns once every job is accepted (SQS: stored
+    redundantly), or raises QueueUnavailable; jobs accepted before the failure stay queued."""
+
+    def send(self, jobs: Sequence[FanoutJob]) -> None: ...
