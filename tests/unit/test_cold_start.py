@@ -22,7 +22,7 @@ HANDLERS = [
     "wschat.handlers.default",
 ]
 PACKAGE_DIR = Path(wschat.__file__).resolve().parent
-AWS_ADAPTERS = {"storage/dynamodb.py", "delivery/aws.py"}
+AWS_ADAPTERS = {"storage/dynamodb.py", "delivery/aws.py", "delivery/sqs.py"}
 AWS_SDK = ("boto3", "botocore")
 
 _PROBE = """
@@ -131,7 +131,7 @@ def test_only_the_aws_adapters_import_boto3() -> None:
         for line in aws_sdk_imports(path.read_text(encoding="utf-8"))
     ]
 
-    assert offenders == [], "boto3/botocore belong in storage/dynamodb.py and delivery/aws.py"
+    assert offenders == [], "boto3/botocore belong in the AWS adapters only"
 
 
 def test_the_scan_sees_the_delivery_adapters_function_level_imports() -> None:
