@@ -269,6 +269,7 @@ def serve(args: argparse.Namespace) -> int:
         function_env=function_env,
         max_workers_per_function=args.concurrency,
         management_credentials=credentials,
+        queue_store_path=data_dir / "queues.sqlite3",
     )
     if args.tls:
         files = tls.ensure_certificates(data_dir / "tls")
@@ -288,6 +289,9 @@ def serve(args: argparse.Namespace) -> int:
         print(f"  WebSocket:   {gateway.websocket_url}")
         print(f"  @connections: {gateway.management_url}/@connections/{{connectionId}}")
         print(f"  Chat page:   {gateway.page_url}")
+        if api.queues:
+            names = ", ".join(sorted(api.queues))
+            print(f"  SQS:         {gateway.sqs_endpoint} ({names})")
         if config.ca_bundle is not None:
             print(f"  CA bundle:   {config.ca_bundle}")
         if credentials is not None:

@@ -1,8 +1,10 @@
 """Chat use cases (docs/protocol.md): connect, disconnect and every client action.
 
-No boto3 and no asyncio here: the service talks to a ChatStore and a Sender, so the same code
-runs on Lambda and under the local gateway. Each use case stores first and delivers after, so
-whatever a client was told (an ``ack``, a ``message``) is already in the store.
+No boto3 and no asyncio here: the service talks to a ChatStore, a Sender and a JobQueue, so
+the same code runs on Lambda and under the local gateway. Each use case stores first and
+delivers after, so whatever a client was told (an ``ack``, a ``message``) is already in the
+store. Every event for a room goes through one deliverer, ``_to_room``: inline for small rooms,
+as fan-out jobs on the queue for big ones (docs/scaling.md), which ``deliver`` runs.
 """
 
 from __future__ import annotations
@@ -11,12 +13,13 @@ import logging
 import os
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from wschat import protocol
 from wschat.auth import AuthError, verify_token
 from wschat.delivery.base import DeliveryError, FanoutResult, GoneConnection, Sender
+from wschat.delivery.jobs import FanoutJob, FanoutSettings, JobQueue, QueueUnavailable
 from wschat.protocol import ProtocolError
 from wschat.storage.base import (
     DEFAULT_MESSAGE_TTL_SECONDS,
@@ -26,7 +29,6 @@ from wschat.storage.base import (
     Member,
     NewMessage,
     RateLimit,
-    StoredMessage,
     direct_room,
     member_names,
 )
@@ -59,6 +61,7 @@ class ChatConfig:
     # Rooms bigger than this get no joined/left/renamed events (``who`` still answers):
     # announcing every arrival to every member costs O(members²) posts in a big room.
     presence_event_limit: int = 500
+    fanout: FanoutSettings = field(default_factory=FanoutSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ChatConfig:
@@ -80,6 +83,13 @@ class ChatConfig:
             presence_event_limit=int(
                 env.get("WSCHAT_PRESENCE_EVENT_LIMIT", defaults.presence_event_limit)
             ),
+            fanout=FanoutSettings(
+                inline_limit=int(
+                    env.get("WSCHAT_FANOUT_INLINE_LIMIT", defaults.fanout.inline_limit)
+                ),
+                page_size=int(env.get("WSCHAT_FANOUT_PAGE_SIZE", defaults.fanout.page_size)),
+                plan_pages=int(env.get("WSCHAT_FANOUT_PLAN_PAGES", defaults.fanout.plan_pages)),
+            ),
         )
 
 
@@ -92,6 +102,7 @@ class Outcome:
     delivered: int = 0
     gone: int = 0
     failed: int = 0
+    queued: int = 0  # fan-out jobs sent to the queue
 
     def count(self, result: FanoutResult) -> None:
         self.delivered += result.delivered
@@ -108,9 +119,15 @@ class ChatService:
         *,
         log: Log | None = None,
         now_ms: Callable[[], int] = _now_ms,
+        queue: JobQueue | None = None,
+        endpoint: str | None = None,
     ) -> None:
         self.store = store
         self.sender = sender
+        # Big rooms' events go to ``queue`` as jobs naming ``endpoint`` (this stage's
+        # @connections URL); without both, every room is delivered by the invocation itself.
+        self.queue = queue
+        self.endpoint = endpoint
         self.config = config or ChatConfig()
         self.log: Log = log or logging.getLogger("wschat")
         self.now_ms = now_ms
@@ -222,11 +239,10 @@ class ChatService:
         stored = self.store.append_message(
             self._new_message(command.room, connection.name, command.text, command.client_id)
         )
-        members = self.store.room_members(command.room)
-        recipients = [member.connection_id for member in members]
-        self._acknowledge_and_post(
-            connection.connection_id, stored, recipients, protocol.message_event(stored), outcome
-        )
+        outcome.message_id = stored.id
+        ack = (connection.connection_id, protocol.ack_event(stored))
+        gone = self._to_room(command.room, protocol.message_event(stored), outcome, ack=ack)
+        self._forget(gone, outcome)
 
     def _direct(self, connection: Connection, command: protocol.Direct, outcome: Outcome) -> None:
         recipients = self.store.connection_ids_named(command.to)
@@ -246,33 +262,10 @@ class ChatService:
         # Every connection of both users sees the message, so both sides' other tabs agree.
         own = self.store.connection_ids_named(connection.name)
         everyone = list(dict.fromkeys([*recipients, *own, connection.connection_id]))
-        self._acknowledge_and_post(
-            connection.connection_id, stored, everyone, protocol.direct_event(stored), outcome
-        )
-
-    def _acknowledge_and_post(
-        self,
-        caller: str,
-        stored: StoredMessage,
-        connection_ids: list[str],
-        event: dict[str, Any],
-        outcome: Outcome,
-    ) -> None:
-        """The caller's ``ack``, then the message to its recipients, in one sender call (one
-        round trip on the local fast path). The ack is a reply: its failure is logged, never
-        taken for a departure (as ``reply``); the message's results are counted (as ``_post``)."""
         outcome.message_id = stored.id
-        batches: list[tuple[list[str], bytes]] = [
-            ([caller], protocol.encode(protocol.ack_event(stored)))
-        ]
-        connection_ids = [cid for cid in connection_ids if cid not in self._connecting]
-        if connection_ids:
-            batches.append((connection_ids, protocol.encode(event)))
-        ack, *posted = self.sender.post_batch(batches)
-        for failed_id, reason in ack.failed.items():
-            self.log.warning("reply failed", extra={"recipient": failed_id, "reason": reason})
-        if posted:
-            self._count_posted(posted[0], outcome)
+        ack = (connection.connection_id, protocol.ack_event(stored))
+        data = protocol.encode(protocol.direct_event(stored))
+        self._forget(self._post_inline(everyone, data, outcome, ack=ack), outcome)
 
     def _join(self, connection: Connection, room: str, outcome: Outcome) -> None:
         joined = self.store.join_room(
@@ -377,18 +370,153 @@ class ChatService:
         """Tell the sender, and only the sender, what was wrong with its frame."""
         self.reply(connection_id, error.to_event())
 
-    def _post(self, connection_ids: list[str], event: dict[str, Any], outcome: Outcome) -> None:
-        connection_ids = [cid for cid in connection_ids if cid not in self._connecting]
-        if not connection_ids:
-            return
-        self._count_posted(self.sender.post_many(connection_ids, protocol.encode(event)), outcome)
+    def _to_room(
+        self,
+        room: str,
+        event: dict[str, Any],
+        outcome: Outcome,
+        *,
+        ack: tuple[str, dict[str, Any]] | None = None,
+        members: list[str] | None = None,
+    ) -> list[str]:
+        """The one deliverer of every event to a room: a message, joined, left, renamed.
 
-    def _count_posted(self, result: FanoutResult, outcome: Outcome) -> None:
+        A room of at most ``fanout.inline_limit`` recipients is posted to here and now (with
+        the caller's ``ack`` first, in the same sender call). A bigger room is handed to the
+        queue as one plan job, and the ack is sent once the queue has it; when there is no
+        queue, or it cannot take the job, this invocation posts to the room page by page: the
+        message is stored already, so the ack is true either way, and live readers still get
+        it (an ``unavailable`` would invite a resend, i.e. a second copy). ``members``, when
+        the caller has read them, spares a read. Returns the ids found gone, for ``_forget``.
+        """
+        data = protocol.encode(event)
+        limit = self.config.fanout.inline_limit
+        if members is None:
+            members = self.store.room_member_ids(room, limit=limit + 1)
+        if len(members) <= limit:
+            return self._post_inline(members, data, outcome, ack=ack)
+        if self._enqueue(room, data, outcome):
+            if ack is not None:
+                self.reply(*ack)
+            return []
+        return self._post_pages(room, data, outcome, ack=ack)
+
+    def _enqueue(self, room: str, data: bytes, outcome: Outcome) -> bool:
+        """Hand a room's delivery to the queue as a plan job; False if it cannot be."""
+        if self.queue is None or self.endpoint is None:
+            return False
+        job = FanoutJob.plan(room, self.endpoint, data, exclude=sorted(self._connecting))
+        try:
+            self.queue.send([job])
+        except QueueUnavailable as exc:
+            self.log.warning(
+                "fan-out queue unavailable: delivering inline",
+                extra={"room": room, "reason": str(exc)},
+            )
+            return False
+        outcome.queued += 1
+        return True
+
+    def _post_pages(
+        self,
+        room: str,
+        data: bytes,
+        outcome: Outcome,
+        *,
+        ack: tuple[str, dict[str, Any]] | None = None,
+    ) -> list[str]:
+        """Post to a whole room from this invocation, a page of member ids at a time."""
+        page_size = self.config.fanout.page_size
+        gone: list[str] = []
+        after: str | None = None
+        while True:
+            page = self.store.room_member_ids(room, after=after, limit=page_size)
+            gone += self._post_inline(page, data, outcome, ack=ack)
+            ack = None
+            if len(page) < page_size:
+                return gone
+            after = page[-1]
+
+    def _post_inline(
+        self,
+        connection_ids: list[str],
+        data: bytes,
+        outcome: Outcome,
+        *,
+        ack: tuple[str, dict[str, Any]] | None = None,
+    ) -> list[str]:
+        """Post ``data`` to connections, after the caller's ``ack`` when there is one, in one
+        sender call (one round trip on the local fast path). The ack is a reply: its failure
+        is logged, never taken for a departure (as ``reply``). Returns the ids found gone."""
+        batches: list[tuple[list[str], bytes]] = []
+        if ack is not None:
+            batches.append(([ack[0]], protocol.encode(ack[1])))
+        connection_ids = [cid for cid in connection_ids if cid not in self._connecting]
+        if connection_ids:
+            batches.append((connection_ids, data))
+        if not batches:
+            return []
+        results = self.sender.post_batch(batches)
+        if ack is not None:
+            for failed_id, reason in results.pop(0).failed.items():
+                self.log.warning("reply failed", extra={"recipient": failed_id, "reason": reason})
+        return self._count_posted(results[0], outcome) if results else []
+
+    def _count_posted(self, result: FanoutResult, outcome: Outcome) -> list[str]:
         outcome.count(result)
         for failed_id, reason in result.failed.items():
             self.log.warning("delivery failed", extra={"recipient": failed_id, "reason": reason})
-        if result.gone:
-            self._forget(result.gone, outcome)
+        return result.gone
+
+    # --- fan-out jobs (the delivery function) -------------------------------------------------
+
+    def deliver(self, job: FanoutJob, deadline: float | None = None) -> Outcome:
+        """Run one fan-out job from the queue.
+
+        A plan job reads up to ``fanout.plan_pages`` pages of the room's member ids after its
+        cursor and queues one deliver job per page, plus a plan job for the rest of the room
+        (first, so the next planner starts while these pages are delivered); QueueUnavailable
+        or a StoreError propagate, and the job is run again. A deliver job posts its page,
+        retrying throttles until ``deadline`` (a ``time.monotonic()`` value); ``failed`` in
+        the outcome counts the recipients that ended neither delivered nor gone, so the job
+        must run again (an SQS redelivery: the delivered ones may get a second copy, which
+        clients drop by message id).
+        """
+        outcome = Outcome(f"fanout:{job.kind}")
+        if job.kind == "plan":
+            self._plan(job, outcome)
+            return outcome
+        recipients = [cid for cid in job.ids if cid not in job.exclude]
+        result = self.sender.post_many(recipients, job.data, deadline=deadline)
+        gone = self._count_posted(result, outcome)
+        # The `left` events for those found gone are other recipients' business: their
+        # failures are logged, and must not make this job run again.
+        departures = Outcome("$forget")
+        self._forget(gone, departures)
+        outcome.delivered += departures.delivered
+        outcome.queued += departures.queued
+        return outcome
+
+    def _plan(self, job: FanoutJob, outcome: Outcome) -> None:
+        settings = self.config.fanout
+        # One read for the whole stretch (the adapter follows DynamoDB's 1 MB pages, ~40,000
+        # ids each), cut into pages here: fewer round trips than a Query per page.
+        stretch = settings.page_size * settings.plan_pages
+        ids = self.store.room_member_ids(job.room, after=job.after, limit=stretch)
+        jobs: list[FanoutJob] = []
+        if len(ids) == stretch:  # the room may go on
+            rest = FanoutJob.plan(job.room, job.endpoint, job.data, after=ids[-1])
+            jobs.append(replace(rest, exclude=job.exclude))
+        recipients = [cid for cid in ids if cid not in job.exclude]
+        for start in range(0, len(recipients), settings.page_size):
+            page = recipients[start : start + settings.page_size]
+            jobs.append(FanoutJob.deliver(job.room, job.endpoint, job.data, page))
+        if not jobs:
+            return
+        if self.queue is None:
+            raise QueueUnavailable("a plan job needs a fan-out queue (WSCHAT_FANOUT_QUEUE_URL)")
+        self.queue.send(jobs)
+        outcome.queued += len(jobs)
 
     def _announce(
         self,
@@ -411,7 +539,8 @@ class ChatService:
         if quiet_if is not None and quiet_if(members):
             return None
         event = make_event(room, member_names(members))
-        self._post([m.connection_id for m in members], event, outcome)
+        ids = [m.connection_id for m in members]
+        self._forget(self._to_room(room, event, outcome, members=ids), outcome)
         return event
 
     def _forget(
@@ -445,12 +574,8 @@ class ChatService:
                 event = protocol.membership_event(
                     "left", room, gone.name, ts, member_names(members)
                 )
-                recipients = [
-                    m.connection_id for m in members if m.connection_id not in self._connecting
-                ]
-                result = self.sender.post_many(recipients, protocol.encode(event))
-                outcome.count(result)
-                for gone_id in result.gone:
+                ids = [m.connection_id for m in members]
+                for gone_id in self._to_room(room, event, outcome, members=ids):
                     if gone_id not in seen:
                         seen.add(gone_id)
                         pending.append(gone_id)

@@ -185,6 +185,30 @@ def test_putting_a_connection_makes_it_a_member_of_its_rooms(store: ChatStore) -
     assert store.room_members("random") == [Member("random", ALICE, "alice")]
 
 
+def test_room_member_ids_pages_through_a_room_in_id_order(store: ChatStore) -> None:
+    members = [f"conn-{n:03d}=" for n in range(23)]
+    for connection_id in reversed(members):
+        connect(store, connection_id, "", "big")
+    connect(store, "elsewhere=", "", "small")
+
+    pages: list[list[str]] = []
+    after: str | None = None
+    while True:
+        page = store.room_member_ids("big", after=after, limit=10)
+        if not page:
+            break
+        pages.append(page)
+        after = page[-1]
+
+    assert [len(page) for page in pages] == [10, 10, 3]
+    assert [cid for page in pages for cid in page] == members
+    assert store.room_member_ids("big", after=members[-1], limit=10) == []
+    assert store.room_member_ids("nowhere", limit=10) == []
+    assert store.room_member_ids("big", limit=0) == []
+    store.leave_room("big", members[0])
+    assert store.room_member_ids("big", limit=2) == members[1:3]
+
+
 def test_a_connection_in_more_rooms_than_one_transaction_holds_joins_them_all(
     store: ChatStore,
 ) -> None:

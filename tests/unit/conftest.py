@@ -32,6 +32,7 @@ SAMPLE_ENDPOINT = management_endpoint_of(load_event("send_message"))
 
 # The handlers' cached store factory, held here because a test may monkeypatch _runtime.store.
 _cached_store = _runtime.store
+_cached_job_queue = _runtime.job_queue
 
 
 class RecordingSender:
@@ -59,7 +60,9 @@ class RecordingSender:
             self.on_post(connection_id, json.loads(data))
         self.posts.append((connection_id, bytes(data)))
 
-    def post_many(self, connection_ids: Sequence[str], data: bytes) -> FanoutResult:
+    def post_many(
+        self, connection_ids: Sequence[str], data: bytes, *, deadline: float | None = None
+    ) -> FanoutResult:
         result = FanoutResult()
         for connection_id in connection_ids:
             try:
@@ -208,6 +211,7 @@ def _drop_cached_runtime() -> None:
         _cached_store().close()
     _cached_store.cache_clear()
     _runtime.config.cache_clear()
+    _cached_job_queue.cache_clear()
 
 
 @pytest.fixture

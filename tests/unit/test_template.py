@@ -59,6 +59,7 @@ MEMBERS = "MembersTable"
 MESSAGES = "MessagesTable"
 ROOMS = "RoomsTable"
 POST = "@connections POST"
+FANOUT = "FanoutQueue"
 
 MANAGE_CONNECTIONS_ARN = {
     "Fn::Sub": "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:"
@@ -71,6 +72,7 @@ ARNS: dict[str, Any] = {
     MESSAGES: {"Fn::GetAtt": ["MessagesTable", "Arn"]},
     ROOMS: {"Fn::GetAtt": ["RoomsTable", "Arn"]},
     POST: MANAGE_CONNECTIONS_ARN,
+    FANOUT: {"Fn::GetAtt": ["FanoutQueue", "Arn"]},
 }
 
 # route key -> function logical id (docs/protocol.md's actions, grouped by handler module).
@@ -95,6 +97,9 @@ HANDLERS = {
     "HistoryFunction": "wschat.handlers.history.lambda_handler",
     "DefaultFunction": "wschat.handlers.default.lambda_handler",
 }
+# Functions no route invokes: the SQS event source of the fan-out queue runs this one.
+QUEUE_HANDLERS = {"DeliveryFunction": "wschat.handlers.deliver.lambda_handler"}
+ALL_HANDLERS = {**HANDLERS, **QUEUE_HANDLERS}
 
 # What each ChatStore method asks of DynamoDB (src/wschat/storage/dynamodb.py), as IAM actions
 # on resources. A TransactWriteItems has no IAM action of its own: each Put / Update / Delete in
@@ -122,6 +127,7 @@ STORE_CALLS: dict[str, set[tuple[str, str]]] = {
     # DeleteItem of the membership when the record is already gone.
     "leave_room": {("dynamodb:DeleteItem", MEMBERS), ("dynamodb:UpdateItem", CONNECTIONS)},
     "room_members": {("dynamodb:Query", MEMBERS)},
+    "room_member_ids": {("dynamodb:Query", MEMBERS)},  # ProjectionExpression: the key alone
     # DeleteItem of the record (ReturnValues ALL_OLD: its rooms), BatchWriteItem deletes of
     # its memberships.
     "remove_connection": {
@@ -138,6 +144,11 @@ STORE_CALLS: dict[str, set[tuple[str, str]]] = {
     "message_history": {("dynamodb:Query", MESSAGES)},
 }
 
+# What the service asks of its JobQueue (``self.queue.X``, src/wschat/delivery/sqs.py):
+# SendMessageBatch is authorised by sqs:SendMessage.
+QUEUE_CALLS: dict[str, set[tuple[str, str]]] = {"queue.send": {("sqs:SendMessage", FANOUT)}}
+CALLS = {**STORE_CALLS, **QUEUE_CALLS}
+
 # Every function replies to its caller at least (an error, an ack, presence, history), and the
 # ones that announce or deliver post to a room's members: POST to @connections. No handler
 # reads (GET) or closes (DELETE) a connection.
@@ -148,16 +159,20 @@ ALWAYS = {("execute-api:ManageConnections", POST)}
 ALLOWED: dict[str, dict[str, set[str]]] = {
     # connect -> put_connection; _announce("joined") -> room_members; a member that answers
     # 410 -> _forget -> remove_connection + room_members ("left").
+    # Every function that delivers to a room may find it over the inline limit: _to_room ->
+    # _enqueue -> queue.send (a plan job), and room_member_ids to count it.
     "ConnectFunction": {
         CONNECTIONS: {"dynamodb:PutItem", "dynamodb:DeleteItem"},
         MEMBERS: {"dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:Query"},
         POST: {"execute-api:ManageConnections"},
+        FANOUT: {"sqs:SendMessage"},
     },
     # disconnect -> _forget -> remove_connection + room_members ("left").
     "DisconnectFunction": {
         CONNECTIONS: {"dynamodb:DeleteItem"},
         MEMBERS: {"dynamodb:BatchWriteItem", "dynamodb:Query"},
         POST: {"execute-api:ManageConnections"},
+        FANOUT: {"sqs:SendMessage"},
     },
     # handle -> get_connection, take_token; sendMessage -> append_message, room_members;
     # direct -> connection_ids_named, append_message; delivery 410s -> _forget.
@@ -168,6 +183,7 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
         ROOMS: {"dynamodb:GetItem", "dynamodb:PutItem"},
         MESSAGES: {"dynamodb:PutItem"},
         POST: {"execute-api:ManageConnections"},
+        FANOUT: {"sqs:SendMessage"},
     },
     # handle -> get_connection, take_token; join -> join_room, room_members, message_history;
     # leave -> leave_room, room_members; setName -> rename_connection; who -> room_members;
@@ -183,6 +199,7 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
         },
         MESSAGES: {"dynamodb:Query"},
         POST: {"execute-api:ManageConnections"},
+        FANOUT: {"sqs:SendMessage"},
     },
     # handle -> get_connection, take_token; history -> message_history. Replies only to its
     # caller, and reply_to leaves a gone caller to $disconnect: no _forget.
@@ -193,6 +210,14 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
     },
     # No store at all: it only tells the sender its action is unknown.
     "DefaultFunction": {POST: {"execute-api:ManageConnections"}},
+    # deliver -> _plan: room_member_ids, queue.send (the pages, the rest of the room); a
+    # deliver job's 410s -> _forget. Nothing of messages, names or rate limits.
+    "DeliveryFunction": {
+        CONNECTIONS: {"dynamodb:DeleteItem"},
+        MEMBERS: {"dynamodb:Query", "dynamodb:BatchWriteItem"},
+        POST: {"execute-api:ManageConnections"},
+        FANOUT: {"sqs:SendMessage"},
+    },
 }
 
 
@@ -508,6 +533,8 @@ def _calls(nodes: list[ast.stmt], methods: set[str]) -> tuple[set[str], set[str]
                 continue
             if _self_attr(node.value, "store"):  # self.store.X: a store method
                 store.add(node.attr)
+            elif _self_attr(node.value, "queue"):  # self.queue.X: a JobQueue method
+                store.add(f"queue.{node.attr}")
             elif _self_attr(node, node.attr) and node.attr in methods:
                 own.add(node.attr)
     return store, own
@@ -527,9 +554,17 @@ def service_reach() -> Callable[[str, frozenset[str] | None], set[str]]:
     # Every use of self.store must name one of its methods (self.store.X), or the analysis
     # could miss a call (e.g. ``store = self.store; store.put_item(...)``).
     named = {id(node.value) for node in ast.walk(service) if isinstance(node, ast.Attribute)}
+    # ``self.queue is None`` tests the port without handing it on.
+    named |= {
+        id(node.left)
+        for node in ast.walk(service)
+        if isinstance(node, ast.Compare)
+        and all(isinstance(op, ast.Is | ast.IsNot) for op in node.ops)
+    }
     for node in ast.walk(service):
-        if _self_attr(node, "store") and not isinstance(node.ctx, ast.Store):
-            assert id(node) in named, f"service.py line {node.lineno}: self.store handed on"
+        for port in ("store", "queue"):
+            if _self_attr(node, port) and not isinstance(node.ctx, ast.Store):
+                assert id(node) in named, f"service.py line {node.lineno}: self.{port} handed on"
 
     direct: dict[str, tuple[set[str], set[str]]] = {
         name: _calls(node.body, methods) for name, node in defs.items()
@@ -578,7 +613,18 @@ def service_reach() -> Callable[[str, frozenset[str] | None], set[str]]:
 # store (reply_error posts through the sender alone). test_runtime_helpers_are_as_modelled
 # reads _runtime.py to check both.
 RUNTIME_ENTRIES = {"run_action": "handle"}
-RUNTIME_STORELESS = {"reply_error", "rejected", "ok", "count_outcome", "sender_of", "config"}
+# The _runtime helpers that build a ChatService a handler then runs: service_for(event).X(...)
+# and service_at(endpoint).X(...).
+RUNTIME_SERVICES = {"service_for", "service_at"}
+RUNTIME_STORELESS = {
+    "reply_error",
+    "rejected",
+    "ok",
+    "count_outcome",
+    "sender_of",
+    "config",
+    "job_queue",
+}
 
 
 def test_runtime_helpers_are_as_modelled() -> None:
@@ -628,7 +674,7 @@ def handler_entries(module_name: str) -> set[tuple[str, frozenset[str] | None]]:
             continue
         if node.attr in RUNTIME_ENTRIES:
             entries.add((RUNTIME_ENTRIES[node.attr], frozenset(module.ACTIONS)))
-        elif node.attr == "service_for":
+        elif node.attr in RUNTIME_SERVICES:
             calls = [
                 parent
                 for parent in ast.walk(tree)
@@ -636,7 +682,7 @@ def handler_entries(module_name: str) -> set[tuple[str, frozenset[str] | None]]:
                 and isinstance(parent.value, ast.Call)
                 and parent.value.func is node
             ]
-            assert calls, f"{module_name}: service_for(...) used other than as service_for(e).x"
+            assert calls, f"{module_name}: {node.attr}(...) used other than as {node.attr}(e).x"
             entries |= {(call.attr, None) for call in calls}
         else:
             assert node.attr in RUNTIME_STORELESS, (
@@ -647,22 +693,22 @@ def handler_entries(module_name: str) -> set[tuple[str, frozenset[str] | None]]:
 
 def reached_store_methods(function_id: str) -> set[str]:
     reach = service_reach()
-    module_name = HANDLERS[function_id].rpartition(".")[0]
+    module_name = ALL_HANDLERS[function_id].rpartition(".")[0]
     methods: set[str] = set()
     for entry, actions in handler_entries(module_name):
         methods |= reach(entry, actions)
     return methods
 
 
-@pytest.mark.parametrize("function_id", list(HANDLERS))
+@pytest.mark.parametrize("function_id", list(ALL_HANDLERS))
 def test_allowed_table_is_what_the_handler_reaches(function_id: str) -> None:
     methods = reached_store_methods(function_id)
-    unknown = methods - set(STORE_CALLS)
+    unknown = methods - set(CALLS)
     assert not unknown, f"{function_id} reaches store methods STORE_CALLS lacks: {unknown}"
     needed = set(ALWAYS)
     why: dict[tuple[str, str], list[str]] = {}
     for method in sorted(methods):
-        for pair in STORE_CALLS[method]:
+        for pair in CALLS[method]:
             needed.add(pair)
             why.setdefault(pair, []).append(method)
     allowed = allowed_pairs(function_id)
@@ -675,7 +721,20 @@ def test_allowed_table_is_what_the_handler_reaches(function_id: str) -> None:
 def test_reach_follows_the_code() -> None:
     # Spot checks that the analysis sees what service.py plainly does.
     reach = service_reach()
-    assert reach("disconnect", None) == {"remove_connection", "room_members"}
+    # _forget's `left` goes through _to_room, which may page the room or queue it.
+    assert reach("disconnect", None) == {
+        "remove_connection",
+        "room_members",
+        "room_member_ids",
+        "queue.send",
+    }
+    assert reach("deliver", None) == {
+        "room_member_ids",
+        "queue.send",
+        "remove_connection",
+        "room_members",
+    }
+    assert "queue.send" not in reach("handle", frozenset({"history"}))
     assert reach("handle", frozenset({"history"})) == {
         "get_connection",
         "take_token",
@@ -805,6 +864,8 @@ def adapter_calls(template: dict[str, Any]) -> dict[str, set[tuple[str, str]]]:
         run("delete_connection", "c")
         assert run("leave_room", "general", "c") is True
         assert "a" in {m.connection_id for m in run("room_members", "lobby")}
+        assert "a" in run("room_member_ids", "lobby", limit=10)
+        assert run("room_member_ids", "lobby", after="a", limit=1) != ["a"]
         first = run("append_message", NewMessage("lobby", "alice2", "one", now_ms, expires))
         second = run("append_message", NewMessage("lobby", "alice2", "two", now_ms, expires))
         assert first.id < second.id
@@ -959,7 +1020,7 @@ def test_outputs_name_the_urls_tables_and_functions(template: dict[str, Any]) ->
     }
     for logical_id in TABLES:
         assert outputs[f"{logical_id}Name"]["Value"] == {"Ref": logical_id}
-    for function_id in HANDLERS:
+    for function_id in ALL_HANDLERS:
         assert outputs[f"{function_id}Arn"]["Value"] == {"Fn::GetAtt": [function_id, "Arn"]}
     hint = outputs["ChatPageHint"]["Value"]["Fn::Sub"]
     assert f"?ws={websocket_url}" in hint
@@ -1064,15 +1125,24 @@ ENVIRONMENT = {
     "WSCHAT_RATE_BURST": {"Ref": "RateBurst"},
     "WSCHAT_MAX_MESSAGE_CHARS": {"Ref": "MaxMessageChars"},
     "WSCHAT_AUTH_SECRET": {"Ref": "AuthSecret"},
+    "WSCHAT_FANOUT_QUEUE_URL": {"Ref": "FanoutQueue"},
+    "WSCHAT_FANOUT_INLINE_LIMIT": {"Ref": "FanoutInlineLimit"},
+    "WSCHAT_FANOUT_PAGE_SIZE": {"Ref": "FanoutPageSize"},
+}
+# What the delivery function gets beyond that: its share of the @connections budget.
+DELIVERY_ENVIRONMENT = {
+    "WSCHAT_POST_BUDGET": {"Ref": "PostBudget"},
+    "WSCHAT_DELIVERY_CONCURRENCY": {"Ref": "DeliveryConcurrency"},
 }
 
 
-@pytest.mark.parametrize("function_id", list(HANDLERS))
+@pytest.mark.parametrize("function_id", list(ALL_HANDLERS))
 def test_every_function_gets_the_whole_environment(
     template: dict[str, Any], function_id: str
 ) -> None:
     variables = function_properties(template, function_id)["Environment"]["Variables"]
-    assert variables == ENVIRONMENT
+    extra = DELIVERY_ENVIRONMENT if function_id in QUEUE_HANDLERS else {}
+    assert variables == {**ENVIRONMENT, **extra}
 
 
 def test_table_variables_are_the_ones_the_store_reads() -> None:
@@ -1123,10 +1193,10 @@ def test_auth_secret_is_hidden_and_off_by_default(template: dict[str, Any]) -> N
 
 def test_functions_and_their_handlers(template: dict[str, Any]) -> None:
     functions = resources_of_type(template, "AWS::Serverless::Function")
-    assert set(functions) == set(HANDLERS)
+    assert set(functions) == set(ALL_HANDLERS)
     connect_name = functions["ConnectFunction"]["Properties"]["FunctionName"]
     assert connect_name == {"Fn::Sub": "${AWS::StackName}-websocket-connect"}
-    for function_id, handler in HANDLERS.items():
+    for function_id, handler in ALL_HANDLERS.items():
         props = function_properties(template, function_id)
         assert props["Handler"] == handler
         assert props["Runtime"] == "python3.12"
@@ -1135,7 +1205,7 @@ def test_functions_and_their_handlers(template: dict[str, Any]) -> None:
         assert name.startswith("${AWS::StackName}-websocket-"), function_id
 
 
-@pytest.mark.parametrize("function_id", list(HANDLERS))
+@pytest.mark.parametrize("function_id", list(ALL_HANDLERS))
 def test_handler_is_an_importable_function_in_the_code_uri(
     template: dict[str, Any], function_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1225,7 +1295,7 @@ print(json.dumps({"blocked": sorted(blocked), "imported": imported}))
 
 
 def test_requirements_cover_what_the_handlers_import() -> None:
-    modules = [handler.rpartition(".")[0] for handler in HANDLERS.values()]
+    modules = [handler.rpartition(".")[0] for handler in ALL_HANDLERS.values()]
     modules.append("wschat.storage.dynamodb")
     available = _with_dependencies({r.name for r in _requirements()}) | RUNTIME_PROVIDED
     available.add("wschat")

@@ -395,10 +395,13 @@ def test_no_value_removes_keys_and_list_items() -> None:
 
 
 def test_get_att_of_other_attributes_and_types() -> None:
-    assert resolve({"Fn::GetAtt": ["Queue", "QueueUrl"]}) == "Queue.QueueUrl"
+    assert (
+        resolve({"Fn::GetAtt": ["Queue", "QueueUrl"]})
+        == "https://sqs.us-east-1.amazonaws.com/123456789012/local-Queue"
+    )
     assert (
         resolve({"Fn::GetAtt": ["Queue", "Arn"]})
-        == "arn:aws:sqs:us-east-1:123456789012:queue/Queue"
+        == "arn:aws:sqs:us-east-1:123456789012:local-Queue"
     )
     assert resolve({"Fn::GetAtt": ["Table", "StreamArn"]}).startswith(
         "arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/"
@@ -521,7 +524,7 @@ def test_project_template_runs_the_wschat_handlers() -> None:
     }
     assert api.route_selection_expression == "$request.body.action"
     # One function per handler module: routes of one module share its warm workers.
-    assert {function.name for function in api.functions} == {
+    assert {route.function.name for route in api.routes.values()} == {
         "ConnectFunction",
         "DisconnectFunction",
         "SendMessageFunction",
@@ -550,6 +553,158 @@ def test_project_template_runs_the_wschat_handlers() -> None:
             "WSCHAT_RATE_BURST": "20",
             "WSCHAT_MAX_MESSAGE_CHARS": "4000",
             "WSCHAT_AUTH_SECRET": "",
+            # The queue's Ref is its URL on AWS; the gateway's SQS API takes it by name.
+            "WSCHAT_FANOUT_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/local-fanout",
+            "WSCHAT_FANOUT_INLINE_LIMIT": "500",
+            "WSCHAT_FANOUT_PAGE_SIZE": "500",
         }, function.name
     assert api.routes["sendMessage"].function.timeout == 29
     assert api.routes["$connect"].function.timeout == 10
+
+
+# --- SQS queues and event sources ---------------------------------------------------------------
+
+SQS_APP = """
+Transform: AWS::Serverless-2016-10-31
+Resources:
+  Api:
+    Type: AWS::ApiGatewayV2::Api
+    Properties: {Name: sqs-app, ProtocolType: WEBSOCKET}
+  Route:
+    Type: AWS::ApiGatewayV2::Route
+    Properties: {ApiId: !Ref Api, RouteKey: $default, Target: !Sub "integrations/${Integration}"}
+  Integration:
+    Type: AWS::ApiGatewayV2::Integration
+    Properties:
+      ApiId: !Ref Api
+      IntegrationType: AWS_PROXY
+      IntegrationUri: !GetAtt Handler.Arn
+  Handler:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: app.on_message
+      CodeUri: .
+      Environment:
+        Variables:
+          QUEUE_URL: !Ref Jobs
+          QUEUE_ARN: !GetAtt Jobs.Arn
+          QUEUE_NAME: !GetAtt Jobs.QueueName
+          DLQ_URL: !GetAtt Dlq.QueueUrl
+  Jobs:
+    Type: AWS::SQS::Queue
+    Properties:
+      VisibilityTimeout: 60
+      KmsMasterKeyId: !ImportValue only-on-aws
+      RedrivePolicy:
+        deadLetterTargetArn: !GetAtt Dlq.Arn
+        maxReceiveCount: 3
+  Dlq:
+    Type: AWS::SQS::Queue
+    Properties: {QueueName: my-dlq, MessageRetentionPeriod: 1209600}
+  SamWorker:
+    Type: AWS::Serverless::Function
+    Properties:
+      Handler: app.on_jobs
+      CodeUri: .
+      Timeout: 30
+      Events:
+        FromJobs:
+          Type: SQS
+          Properties:
+            Queue: !GetAtt Jobs.Arn
+            BatchSize: 5
+            MaximumBatchingWindowInSeconds: 2
+            FunctionResponseTypes: [ReportBatchItemFailures]
+            ScalingConfig: {MaximumConcurrency: 4}
+        Other:
+          Type: Schedule
+          Properties: {Schedule: rate(1 minute)}
+  PlainWorker:
+    Type: AWS::Lambda::Function
+    Properties:
+      FunctionName: plain-worker
+      Handler: app.on_dlq
+      Runtime: python3.12
+      Code: .
+  Mapping:
+    Type: AWS::Lambda::EventSourceMapping
+    Properties:
+      EventSourceArn: !GetAtt Dlq.Arn
+      FunctionName: !Ref PlainWorker
+      Enabled: false
+"""
+
+
+def sqs_app(tmp_path: Path, text: str = SQS_APP) -> ApiSpec:
+    (tmp_path / "template.yaml").write_text(text)
+    return load_api(tmp_path / "template.yaml")
+
+
+def test_queues_are_read_with_their_attributes_and_redrive(tmp_path: Path) -> None:
+    api = sqs_app(tmp_path)
+    assert set(api.queues) == {"local-Jobs", "my-dlq"}
+    jobs = api.queues["local-Jobs"]
+    assert jobs.visibility_timeout == 60
+    assert (jobs.dead_letter_queue, jobs.max_receive_count) == ("my-dlq", 3)
+    assert api.queues["my-dlq"].message_retention_period == 1209600
+    assert api.queues["my-dlq"].visibility_timeout == 30  # SQS's default
+
+
+def test_queue_refs_are_aws_urls_and_arns(tmp_path: Path) -> None:
+    env = sqs_app(tmp_path).routes["$default"].function.environment
+    assert env == {
+        "QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/local-Jobs",
+        "QUEUE_ARN": "arn:aws:sqs:us-east-1:123456789012:local-Jobs",
+        "QUEUE_NAME": "local-Jobs",
+        "DLQ_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/my-dlq",
+    }
+
+
+def test_sqs_events_and_event_source_mappings_become_event_sources(tmp_path: Path) -> None:
+    api = sqs_app(tmp_path)
+    sam, mapping = api.event_sources
+    assert (sam.name, sam.function.name, sam.queue) == (
+        "SamWorker.FromJobs",
+        "SamWorker",
+        "local-Jobs",
+    )
+    assert (sam.batch_size, sam.maximum_batching_window) == (5, 2.0)
+    assert sam.report_batch_item_failures and sam.enabled
+    assert sam.maximum_concurrency == 4
+    assert (mapping.name, mapping.function.name, mapping.queue) == (
+        "Mapping",
+        "PlainWorker",
+        "my-dlq",
+    )
+    assert (mapping.batch_size, mapping.report_batch_item_failures) == (10, False)
+    assert not mapping.enabled
+    # Functions only SQS invokes are run too.
+    assert {f.name for f in api.functions} == {"Handler", "SamWorker", "PlainWorker"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("QueueName: my-dlq", "QueueName: my-dlq.fifo"), "FIFO queues are not run locally"),
+        (("VisibilityTimeout: 60", "VisibilityTimeout: 10"), "less than function SamWorker"),
+        (("VisibilityTimeout: 60", "VisibilityTimeout: soon"), "must be an integer"),
+        (("BatchSize: 5", "BatchSize: 50\n            Enabled: true"), ""),
+        (("FunctionName: !Ref PlainWorker", "FunctionName: nobody"), "not a function in this"),
+        (("maxReceiveCount: 3", "maxReceiveCount: 0"), "maxReceiveCount"),
+    ],
+)
+def test_sqs_template_mistakes_are_template_errors(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    text = SQS_APP.replace(*change)
+    assert text != SQS_APP
+    if not message:  # a BatchSize over 10 with a batching window is fine
+        assert sqs_app(tmp_path, text).event_sources[0].batch_size == 50
+        return
+    with pytest.raises(TemplateError, match=message):
+        sqs_app(tmp_path, text)
+
+
+def test_route_options_have_no_queues(tmp_path: Path) -> None:
+    api = api_from_routes(["$default=app.h"], environment={}, code_dir=tmp_path, timeout=3.0)
+    assert api.queues == {} and api.event_sources == []

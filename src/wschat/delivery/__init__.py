@@ -19,11 +19,12 @@ __all__ = [
     "sender_for",
 ]
 
-_senders: dict[str, Sender] = {}
+_senders: dict[tuple[str, float | None], Sender] = {}
 
 
-def sender_for(endpoint_url: str) -> Sender:
-    """The sender for one stage's @connections endpoint, built once and reused while warm.
+def sender_for(endpoint_url: str, *, rate: float | None = None) -> Sender:
+    """The sender for one stage's @connections endpoint, built once and reused while warm;
+    ``rate`` paces its posts (a delivery worker's share of the account's budget).
 
     The local gateway's in-process channel wins when one is registered for the endpoint.
     """
@@ -32,9 +33,10 @@ def sender_for(endpoint_url: str) -> Sender:
     channel = local.channel_for(endpoint_url)
     if channel is not None:
         return channel
-    sender = _senders.get(endpoint_url)
+    sender = _senders.get((endpoint_url, rate))
     if sender is None:
         from wschat.delivery.aws import ApiGatewaySender
 
-        sender = _senders[endpoint_url] = ApiGatewaySender.for_endpoint(endpoint_url)
+        sender = ApiGatewaySender.for_endpoint(endpoint_url, rate=rate)
+        _senders[(endpoint_url, rate)] = sender
     return sender

@@ -55,8 +55,12 @@ class Sender(Protocol):
     def post(self, connection_id: str, data: bytes) -> None:
         """Send one message; raises GoneConnection or DeliveryError."""
 
-    def post_many(self, connection_ids: Sequence[str], data: bytes) -> FanoutResult:
-        """Send the same bytes to many connections; one recipient's failure never stops the rest."""
+    def post_many(
+        self, connection_ids: Sequence[str], data: bytes, *, deadline: float | None = None
+    ) -> FanoutResult:
+        """Send the same bytes to many connections; one recipient's failure never stops the
+        rest. With ``deadline`` (a ``time.monotonic()`` value: a delivery job's time) a
+        sender that meets throttling retries until it; without, it gives up quickly."""
 
     def post_batch(self, batches: Sequence[tuple[Sequence[str], bytes]]) -> list[FanoutResult]:
         """Send several (recipients, bytes) batches, in order, in as few calls as the sender

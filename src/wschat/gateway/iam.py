@@ -149,8 +149,10 @@ def verify(
     body: bytes,
     credentials: Credentials,
     now: float | None = None,
+    service: str = SERVICE,
 ) -> None:
-    """Return if the request is signed with ``credentials``; else raise SignatureRejected.
+    """Return if the request is signed with ``credentials`` for ``service`` (``execute-api``
+    for @connections, ``sqs`` for the local SQS API); else raise SignatureRejected.
 
     ``raw_path`` and ``raw_query`` are as they arrived (still percent-encoded), ``headers`` every
     header line in order.
@@ -164,9 +166,9 @@ def verify(
             f"Credential should be scoped to a valid region. Credential={access_key}/"
             + "/".join(scope)
         )
-    day, region, service, _ = scope
-    if service != SERVICE:
-        raise SignatureRejected(f"Credential should be scoped to correct service: '{SERVICE}'.")
+    day, region, scoped_service, _ = scope
+    if scoped_service != service:
+        raise SignatureRejected(f"Credential should be scoped to correct service: '{service}'.")
     # Compared in constant time: the answer must not tell how much of a key was right.
     if not hmac.compare_digest(access_key.encode(), credentials.access_key.encode()):
         raise SignatureRejected(UNKNOWN_KEY)

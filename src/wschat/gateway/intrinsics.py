@@ -44,7 +44,9 @@ _NAME_PROPERTY: Final = {
     "AWS::Lambda::Function": "FunctionName",
     "AWS::Serverless::Function": "FunctionName",
     "AWS::S3::Bucket": "BucketName",
+    "AWS::SQS::Queue": "QueueName",
 }
+QUEUE_TYPE: Final = "AWS::SQS::Queue"
 _TABLE_TYPES: Final = frozenset(
     {"AWS::DynamoDB::Table", "AWS::DynamoDB::GlobalTable", "AWS::Serverless::SimpleTable"}
 )
@@ -169,7 +171,15 @@ class Resolver:
             return self._pseudo(name, where)
         if name in self._declared:
             return self._parameter(name, where)
-        return self.physical_id(self._resource(name, where), where)
+        logical_id = self._resource(name, where)
+        if self.resources[logical_id]["Type"] == QUEUE_TYPE:
+            return self.queue_url(logical_id, where)  # a queue's Ref is its URL
+        return self.physical_id(logical_id, where)
+
+    def queue_url(self, logical_id: str, where: str) -> str:
+        """The AWS form; the local SQS API takes a QueueUrl by its last segment, the name."""
+        name = self.physical_id(logical_id, where)
+        return f"https://sqs.{self.region}.amazonaws.com/{ACCOUNT_ID}/{name}"
 
     def _pseudo(self, name: str, where: str) -> Any:
         values: dict[str, Any] = {
@@ -232,6 +242,10 @@ class Resolver:
         name_property = _NAME_PROPERTY.get(resource["Type"])
         properties = resource.get("Properties") or {}
         if name_property is None or properties.get(name_property) is None:
+            if resource["Type"] == QUEUE_TYPE:
+                # CloudFormation generates "{stack}-{LogicalId}-{random}"; a fixed name keeps
+                # the queue (and what is queued) across gateway restarts.
+                return f"{STACK_NAME}-{logical_id}"[:80]
             return logical_id
         with self._guard(logical_id, where):
             name = self.resolve(properties[name_property], f"resource {logical_id}")
@@ -253,6 +267,10 @@ class Resolver:
             return f"{self.arn(logical_id, where)}/stream/1970-01-01T00:00:00.000"
         if kind == "AWS::ApiGatewayV2::Api" and attribute == "ApiId":
             return self.physical_id(logical_id, where)
+        if kind == QUEUE_TYPE and attribute == "QueueName":
+            return self.physical_id(logical_id, where)
+        if kind == QUEUE_TYPE and attribute == "QueueUrl":
+            return self.queue_url(logical_id, where)
         return f"{logical_id}.{attribute}"
 
     def arn(self, logical_id: str, where: str) -> str:
@@ -263,6 +281,8 @@ class Resolver:
             return f"{prefix.format('dynamodb')}:table/{name}"
         if kind in FUNCTION_TYPES:
             return f"{prefix.format('lambda')}:function:{name}"
+        if kind == QUEUE_TYPE:
+            return f"{prefix.format('sqs')}:{name}"
         _, service, resource_type = [*kind.split("::"), "", ""][:3]
         return f"{prefix.format(service.lower())}:{resource_type.lower()}/{name}"
 

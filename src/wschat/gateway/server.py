@@ -2,7 +2,8 @@
 
 ``Gateway`` owns the listening socket, the open WebSocket connections, the function pools and
 the timers for API Gateway's idle and maximum-duration limits. ``core`` decides what API Gateway
-would do; this module does it.
+would do; this module does it. The template's SQS queues live in ``queues`` (a SQLite file in
+the data dir), served over HTTP by ``sqs_api`` and polled for functions by ``event_sources``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from wschat.delivery.sigv4 import Credentials
-from wschat.gateway import core, http, iam, management
+from wschat.gateway import core, http, iam, management, sqs_api
 from wschat.gateway.connection import ClientProtocol, WebSocketConnection, frame_for
+from wschat.gateway.event_sources import EventSourceCounters, Poller
+from wschat.gateway.queues import QueueError, QueueStore
 from wschat.gateway.spec import ApiSpec, FunctionSpec, RouteSpec
 from wschat.gateway.workers import FunctionPool, InvocationResult
 
@@ -50,6 +53,9 @@ class GatewayConfig:
     # An HTTP connection that has not sent a whole request for this long is closed (a slowloris
     # head, an idle keep-alive); a WebSocket is then governed by the idle timeout instead.
     http_request_timeout: float = 30.0
+    # The SQS queues' file (``wschat serve`` puts it in the data dir, so what is queued
+    # survives a restart); None keeps them in memory for this run only.
+    queue_store_path: Path | None = None
 
 
 def _iso(epoch_seconds: float) -> str:
@@ -72,6 +78,9 @@ class Gateway:
         # function workers; tests and benchmarks read them to tell which path a handler took.
         self.management_http_requests = 0
         self.fast_path_calls = 0
+        self.queues: sqs_api.QueueService | None = None
+        self.sqs: sqs_api.SqsApi | None = None
+        self.pollers: dict[str, Poller] = {}
 
     # --- addresses ---------------------------------------------------------------------------
 
@@ -93,6 +102,24 @@ class Gateway:
         return f"{self.scheme}://{self.domain_name}/{self.config.stage}"
 
     @property
+    def sqs_endpoint(self) -> str:
+        """What functions get as AWS_ENDPOINT_URL_SQS."""
+        return f"{self.scheme}://{self.domain_name}{sqs_api.PATH_PREFIX}"
+
+    @property
+    def region(self) -> str:
+        return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+    @property
+    def sqs_requests(self) -> int:
+        """SQS API requests served over HTTP (boto3's sqs client from functions or tests)."""
+        return self.sqs.requests if self.sqs is not None else 0
+
+    @property
+    def event_source_counters(self) -> dict[str, EventSourceCounters]:
+        return {name: poller.counters for name, poller in self.pollers.items()}
+
+    @property
     def page_url(self) -> str:
         return f"{self.scheme}://{self.domain_name}/"
 
@@ -111,6 +138,7 @@ class Gateway:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._open_queues()
         self._server = await loop.create_server(
             lambda: ClientProtocol(self),
             self.config.host,
@@ -133,8 +161,53 @@ class Gateway:
         for pool, result in zip(self.pools.values(), results, strict=True):
             if isinstance(result, BaseException):
                 log.error("function %s could not start: %s", pool.function.name, result)
+        self._start_pollers()
         self._sweeper = asyncio.create_task(self._sweep())
         self.accepting = True
+
+    def _open_queues(self) -> None:
+        """Open the queue store, make the template's queues (a second start updates their
+        attributes, as a stack update would) and free what a previous run left in flight."""
+        path = self.config.queue_store_path
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        store = QueueStore(path or ":memory:", region=self.region)
+        self.queues = sqs_api.QueueService(store)
+        self.sqs = sqs_api.SqsApi(
+            self.queues, lambda: self.sqs_endpoint, self.config.management_credentials
+        )
+        queues = self.config.api.queues.values()
+        try:
+            # Dead-letter queues must exist before a redrive policy names them: all queues
+            # first, then their attributes.
+            for queue in queues:
+                attributes = queue.sqs_attributes(self.region)
+                attributes.pop("RedrivePolicy", None)
+                store.ensure_queue(queue.name, attributes)
+            for queue in queues:
+                store.ensure_queue(queue.name, queue.sqs_attributes(self.region))
+        except QueueError as error:
+            raise RuntimeError(f"cannot create the template's queues: {error.message}") from error
+        released = store.release_all_in_flight()
+        if released:
+            log.info("%d queued message(s) in flight in the last run are visible again", released)
+
+    def _start_pollers(self) -> None:
+        assert self.queues is not None
+        for source in self.config.api.event_sources:
+            if not source.enabled:
+                continue
+            workers = self.config.max_workers_per_function
+            pool = self.pools[source.function.name]
+            poller = Poller(
+                source,
+                self.queues,
+                pool.invoke,
+                region=self.region,
+                concurrency=min(source.maximum_concurrency or workers, workers),
+            )
+            poller.start()
+            self.pollers[source.name] = poller
 
     def _function_env(self, function: FunctionSpec) -> dict[str, str]:
         env = dict(os.environ)
@@ -157,6 +230,8 @@ class Gateway:
         env.setdefault("AWS_SECRET_ACCESS_KEY", "local")
         # Clients created without an endpoint_url reach this gateway's @connections API.
         env["AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI"] = self.management_url
+        # ... and boto3's sqs client this gateway's queues.
+        env["AWS_ENDPOINT_URL_SQS"] = self.sqs_endpoint
         if self.config.ca_bundle is not None:
             env["AWS_CA_BUNDLE"] = str(self.config.ca_bundle)
         # The local fast path answers for both ways a handler may name this stage's endpoint.
@@ -190,6 +265,10 @@ class Gateway:
             self._server.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        for poller in self.pollers.values():
+            poller.stop_receiving()
+        if self.queues is not None:
+            self.queues.close()  # long polls answer now, with what they have
         for ws in list(self.connections.values()):
             ws.close(1001, "Going away")
         deadline = time.monotonic() + self.config.shutdown_timeout
@@ -205,7 +284,18 @@ class Gateway:
             await asyncio.wait(
                 list(self._disconnects), timeout=max(0.1, deadline - time.monotonic())
             )
+        # Batches still running get what is left of the shutdown time; the messages of those
+        # that do not finish become visible again (and are redelivered after a restart).
+        await asyncio.gather(
+            *(
+                poller.stop(max(0.1, deadline - time.monotonic()))
+                for poller in self.pollers.values()
+            ),
+            return_exceptions=True,
+        )
         await asyncio.gather(*(pool.stop() for pool in self.pools.values()), return_exceptions=True)
+        if self.queues is not None:
+            self.queues.store.close()
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
@@ -364,6 +454,11 @@ class Gateway:
         if request.raw_path.startswith(stage_prefix + "/") or request.raw_path == stage_prefix:
             self.management_http_requests += 1
             return management.handle_request(self, request, stage_prefix, peer)
+        if self.sqs is not None and (
+            request.raw_path == sqs_api.PATH_PREFIX
+            or request.raw_path.startswith(sqs_api.PATH_PREFIX + "/")
+        ):
+            return await self.sqs.handle(request, peer)
         if request.method in ("GET", "HEAD"):
             return self._static(request)
         return http.json_response(404, {"message": "Not Found"})

@@ -20,13 +20,15 @@ from typing import Any, Final
 
 import yaml
 
-from wschat.gateway.intrinsics import FUNCTION_TYPES, Resolver, TemplateError
+from wschat.gateway.intrinsics import FUNCTION_TYPES, QUEUE_TYPE, Resolver, TemplateError
 from wschat.gateway.spec import (
     DEFAULT_MEMORY_MB,
     DEFAULT_ROUTE_SELECTION,
     DEFAULT_TIMEOUT_SECONDS,
     ApiSpec,
+    EventSourceSpec,
     FunctionSpec,
+    QueueSpec,
     RouteSpec,
 )
 
@@ -44,6 +46,17 @@ _ROUTE: Final = "AWS::ApiGatewayV2::Route"
 _ROUTE_RESPONSE: Final = "AWS::ApiGatewayV2::RouteResponse"
 _INTEGRATION: Final = "AWS::ApiGatewayV2::Integration"
 _SAM_FUNCTION: Final = "AWS::Serverless::Function"
+_EVENT_SOURCE_MAPPING: Final = "AWS::Lambda::EventSourceMapping"
+_SQS_ARN: Final = re.compile(r"^arn:[^:]+:sqs:[^:]*:[^:]*:([A-Za-z0-9_.-]{1,80})$")
+# What a queue's properties say that matters locally; the rest (SSE, KMS, Tags) may hold values
+# only AWS knows and is not resolved.
+_QUEUE_PROPERTIES: Final = {
+    "VisibilityTimeout": ("visibility_timeout", 0, 43200),
+    "MessageRetentionPeriod": ("message_retention_period", 60, 1209600),
+    "DelaySeconds": ("delay_seconds", 0, 900),
+    "ReceiveMessageWaitTimeSeconds": ("receive_message_wait_time", 0, 20),
+    "MaximumMessageSize": ("maximum_message_size", 1024, 262144),
+}
 # arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/{function arn}/invocations
 _INVOCATION_URI: Final = re.compile(
     r"^arn:[^:]+:apigateway:[^:]*:lambda:path/[^/]+/functions/(.+)/invocations$"
@@ -189,13 +202,171 @@ class _TemplateReader:
         routes = self.routes(api_id)
         if not routes:
             raise self.error(where, f"the API has no {_ROUTE} resources")
+        queues = self.queues()
         return ApiSpec(
             name=self.resolver.resolve_string(name, where, "Name"),
             routes=routes,
             route_selection_expression=self.resolver.resolve_string(
                 selection, where, "RouteSelectionExpression"
             ),
+            queues=queues,
+            event_sources=self.event_sources(queues),
         )
+
+    # --- SQS queues and event sources ----------------------------------------------------------
+
+    def queues(self) -> dict[str, QueueSpec]:
+        """Every AWS::SQS::Queue, by queue name; FIFO queues are refused (not run locally)."""
+        queues: dict[str, QueueSpec] = {}
+        for logical_id, properties in self.of_type(QUEUE_TYPE).items():
+            where = f"queue {logical_id}"
+            name = self.resolver.physical_id(logical_id, where)
+            fifo = self.resolver.resolve(properties.get("FifoQueue"), where)
+            if name.endswith(".fifo") or str(fifo).lower() == "true":
+                raise self.error(
+                    where, "FIFO queues are not run locally (the local gateway has standard queues)"
+                )
+            values: dict[str, Any] = {}
+            for key, (attribute, low, high) in _QUEUE_PROPERTIES.items():
+                if properties.get(key) is not None:
+                    values[attribute] = self.integer(properties[key], where, key, low, high)
+            redrive = self.resolver.resolve(properties.get("RedrivePolicy"), where)
+            if isinstance(redrive, str) and redrive.strip():
+                try:
+                    redrive = json.loads(redrive)
+                except ValueError:
+                    raise self.error(where, "RedrivePolicy is not JSON") from None
+            if isinstance(redrive, dict) and redrive:
+                target = redrive.get("deadLetterTargetArn")
+                values["dead_letter_queue"] = self.queue_name_of_arn(target, where)
+                values["max_receive_count"] = self.integer(
+                    redrive.get("maxReceiveCount"), where, "RedrivePolicy maxReceiveCount", 1, 1000
+                )
+            elif redrive is not None and not isinstance(redrive, dict | str):
+                raise self.error(where, "RedrivePolicy must be a mapping or a JSON string")
+            queues[name] = QueueSpec(name=name, **values)
+        # A dead-letter queue made outside the template (its ARN a parameter): made locally.
+        outside = {queue.dead_letter_queue for queue in queues.values()} - set(queues) - {None}
+        queues.update({name: QueueSpec(name) for name in sorted(n for n in outside if n)})
+        return queues
+
+    def integer(self, value: Any, where: str, what: str, low: int, high: int) -> int:
+        text = self.resolver.resolve_string(value, where, what)
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise self.error(where, f"{what} {text!r} must be an integer from {low} to {high}")
+        return int(text)
+
+    def queue_name_of_arn(self, value: Any, where: str) -> str:
+        arn = self.resolver.resolve_string(value, where, "queue ARN")
+        match = _SQS_ARN.match(arn)
+        if match is None:
+            raise self.error(where, f"{arn!r} is not an SQS queue ARN")
+        return match.group(1)
+
+    def event_sources(self, queues: dict[str, QueueSpec]) -> list[EventSourceSpec]:
+        """SAM functions' ``Events`` of Type SQS and AWS::Lambda::EventSourceMapping resources
+        whose source is a queue (streams and others are not run locally: skipped)."""
+        sources: list[EventSourceSpec] = []
+        for logical_id, resource in self.resources.items():
+            if resource["Type"] != _SAM_FUNCTION:
+                continue
+            events = (resource.get("Properties") or {}).get("Events") or {}
+            if not isinstance(events, dict):
+                raise self.error(f"function {logical_id}", "Events must be a mapping")
+            for event_id, event in events.items():
+                if not isinstance(event, dict) or event.get("Type") != "SQS":
+                    continue
+                where = f"function {logical_id} event {event_id}"
+                properties = self.resolver.resolve(event.get("Properties") or {}, where)
+                if not isinstance(properties, dict) or "Queue" not in properties:
+                    raise self.error(where, "an SQS event needs Properties.Queue (a queue ARN)")
+                sources.append(
+                    self.event_source(
+                        f"{logical_id}.{event_id}",
+                        logical_id,
+                        properties["Queue"],
+                        properties,
+                        where,
+                    )
+                )
+        for logical_id, raw in self.of_type(_EVENT_SOURCE_MAPPING).items():
+            where = f"event source mapping {logical_id}"
+            properties = self.resolver.resolve(raw, where)
+            source_arn = str(properties.get("EventSourceArn", ""))
+            if not _SQS_ARN.match(source_arn):
+                continue  # a stream, Kafka, MQ...: not run locally
+            function_id = self.function_named(
+                self.resolver.stringify(properties.get("FunctionName"), where, "FunctionName"),
+                where,
+            )
+            sources.append(
+                self.event_source(logical_id, function_id, source_arn, properties, where)
+            )
+        for source in sources:
+            if source.queue not in queues:
+                # A queue made outside the template (its ARN a parameter): made locally.
+                queues[source.queue] = QueueSpec(source.queue)
+            if queues[source.queue].visibility_timeout < source.function.timeout:
+                raise self.error(
+                    f"event source {source.name}",
+                    f"queue {source.queue}'s VisibilityTimeout "
+                    f"({queues[source.queue].visibility_timeout} s) is less than function "
+                    f"{source.function.name}'s Timeout ({source.function.timeout:g} s); "
+                    "Lambda refuses such a mapping",
+                )
+        return sources
+
+    def event_source(
+        self,
+        name: str,
+        function_id: str,
+        queue_arn: Any,
+        properties: dict[str, Any],
+        where: str,
+    ) -> EventSourceSpec:
+        queue = self.queue_name_of_arn(queue_arn, where)
+        if queue.endswith(".fifo"):
+            raise self.error(where, "FIFO queues are not run locally")
+        window = properties.get("MaximumBatchingWindowInSeconds", 0)
+        batch_size = self.integer(properties.get("BatchSize", 10), where, "BatchSize", 1, 10000)
+        if batch_size > 10 and not window:
+            raise self.error(
+                where, "a BatchSize over 10 needs MaximumBatchingWindowInSeconds (Lambda's rule)"
+            )
+        response_types = properties.get("FunctionResponseTypes") or []
+        if not isinstance(response_types, list):
+            raise self.error(where, "FunctionResponseTypes must be a list")
+        scaling = properties.get("ScalingConfig") or {}
+        concurrency = scaling.get("MaximumConcurrency") if isinstance(scaling, dict) else None
+        enabled = properties.get("Enabled", True)
+        return EventSourceSpec(
+            name=name,
+            function=self.function(function_id),
+            queue=queue,
+            batch_size=batch_size,
+            maximum_batching_window=float(
+                self.integer(window, where, "MaximumBatchingWindowInSeconds", 0, 300)
+            ),
+            report_batch_item_failures="ReportBatchItemFailures" in response_types,
+            maximum_concurrency=(
+                None
+                if concurrency is None
+                else self.integer(concurrency, where, "MaximumConcurrency", 2, 1000)
+            ),
+            enabled=str(enabled).lower() != "false",
+        )
+
+    def function_named(self, name: str, where: str) -> str:
+        """The logical id of the function a FunctionName names (a name or a function ARN)."""
+        function_arn = _FUNCTION_ARN.match(name)
+        wanted = function_arn.group(1) if function_arn else name
+        for function_id, resource in self.resources.items():
+            if resource["Type"] in FUNCTION_TYPES and wanted in (
+                self.function_name(function_id),
+                function_id,
+            ):
+                return function_id
+        raise self.error(where, f"FunctionName {name!r} is not a function in this template")
 
     def belongs(self, properties: dict[str, Any], api_id: str, where: str) -> bool:
         return bool(self.resolver.resolve(properties.get("ApiId"), where) == api_id)

@@ -91,7 +91,9 @@ class PipeChannel:
         if future is not None:
             future.set_result(message)
 
-    def post_many(self, connection_ids: Sequence[str], data: bytes) -> FanoutResult:
+    def post_many(
+        self, connection_ids: Sequence[str], data: bytes, *, deadline: float | None = None
+    ) -> FanoutResult:
         reply = self._call({"op": "post_many", "ids": list(connection_ids), **ipc.pack_data(data)})
         return FanoutResult(
             delivered=int(reply["delivered"]),

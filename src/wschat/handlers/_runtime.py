@@ -11,6 +11,8 @@ from typing import Any
 from wschat import protocol
 from wschat.delivery import Sender, sender_for
 from wschat.delivery.aws import management_endpoint
+from wschat.delivery.jobs import JobQueue
+from wschat.delivery.sqs import SqsJobQueue
 from wschat.events import WebSocketEvent
 from wschat.observability import bind_invocation, get_logger, publish_counts
 from wschat.protocol import ProtocolError
@@ -28,13 +30,32 @@ def config() -> ChatConfig:
     return ChatConfig.from_env()
 
 
+@cache
+def job_queue() -> JobQueue | None:
+    """The fan-out queue (``WSCHAT_FANOUT_QUEUE_URL``), or None: big rooms go inline."""
+    return SqsJobQueue.from_env()
+
+
 def sender_of(event: WebSocketEvent) -> Sender:
     return sender_for(management_endpoint(event.domain_name, event.stage))
 
 
 def service_for(event: WebSocketEvent) -> ChatService:
     """The chat service for this event's stage; raises StoreError if the store cannot open."""
-    return ChatService(store(), sender_of(event), config(), log=get_logger())
+    return service_at(management_endpoint(event.domain_name, event.stage))
+
+
+def service_at(endpoint: str, *, rate: float | None = None) -> ChatService:
+    """The chat service posting to the stage at ``endpoint`` (a fan-out job names it: an SQS
+    event has no requestContext), at most ``rate`` posts a second when given."""
+    return ChatService(
+        store(),
+        sender_for(endpoint, rate=rate),
+        config(),
+        log=get_logger(),
+        queue=job_queue(),
+        endpoint=endpoint,
+    )
 
 
 def ok() -> dict[str, Any]:
@@ -52,7 +73,11 @@ def reply_error(event: WebSocketEvent, error: ProtocolError) -> None:
 
 def count_outcome(outcome: Outcome) -> None:
     publish_counts(
-        {"MessagesDelivered": outcome.delivered, "DeliveryFailures": outcome.failed + outcome.gone}
+        {
+            "MessagesDelivered": outcome.delivered,
+            "DeliveryFailures": outcome.failed + outcome.gone,
+            "FanoutJobsQueued": outcome.queued,
+        }
     )
 
 

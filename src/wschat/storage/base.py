@@ -197,6 +197,11 @@ class ChatStore(ConnectionStore, Protocol):
         ones is the store's choice), so a caller that only needs to know whether a room is
         bigger than N reads N + 1, not the whole room."""
 
+    def room_member_ids(self, room: str, *, after: str | None = None, limit: int) -> list[str]:
+        """A page of the room's connection ids, in connectionId order, those after ``after``
+        (the last id of the page before) only: a Query projecting the key alone, so paging
+        through a room of 100,000 for delivery reads ids, not names."""
+
     def remove_connection(
         self, connection_id: str, *, connected_before: int | None = None
     ) -> Connection | None:

@@ -419,6 +419,32 @@ class DynamoDBStore:
                         return members  # no further page is read
             return members
 
+    def room_member_ids(self, room: str, *, after: str | None = None, limit: int) -> list[str]:
+        if limit <= 0:
+            return []
+        request: dict[str, Any] = {
+            "TableName": self.tables.members,
+            "KeyConditionExpression": "room = :room",
+            "ExpressionAttributeValues": {":room": schema.s(room)},
+            "ProjectionExpression": "connectionId",
+            "ConsistentRead": True,
+            "Limit": limit,
+        }
+        if after is not None:
+            request["ExclusiveStartKey"] = {"room": schema.s(room), "connectionId": schema.s(after)}
+        ids: list[str] = []
+        with _translated(f"Query {self.tables.members} {room}"):
+            # Limit caps the items a Query evaluates, and a page may stop short of it at 1 MB
+            # (~40,000 ids): go on from LastEvaluatedKey until the page is full or the room ends.
+            while len(ids) < limit:
+                page = self._client.query(**request)
+                ids.extend(item["connectionId"]["S"] for item in page.get("Items", []))
+                if "LastEvaluatedKey" not in page:
+                    break
+                request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+                request["Limit"] = limit - len(ids)
+        return ids
+
     def remove_connection(
         self, connection_id: str, *, connected_before: int | None = None
     ) -> Connection | None:

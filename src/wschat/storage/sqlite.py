@@ -289,6 +289,14 @@ class SqliteStore:
         rows = self._run(lambda db: db.execute(query, params).fetchall())
         return [Member(room, str(cid), str(name)) for cid, name in rows]
 
+    def room_member_ids(self, room: str, *, after: str | None = None, limit: int) -> list[str]:
+        query = 'SELECT connectionId FROM "chat-members" WHERE room = ? AND connectionId > ?'
+        params = (room, after or "", max(0, limit))
+        rows = self._run(
+            lambda db: db.execute(query + " ORDER BY connectionId LIMIT ?", params).fetchall()
+        )
+        return [str(cid) for (cid,) in rows]
+
     def remove_connection(
         self, connection_id: str, *, connected_before: int | None = None
     ) -> Connection | None:
