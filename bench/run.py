@@ -47,6 +47,7 @@ WORKLOADS = {
     "w3": "workloads.w3_big_room",
     "w4": "workloads.w4_many_rooms",
     "w5": "workloads.w5_fanout",
+    "w6": "workloads.w6_aws_scale",
 }
 DOC = ROOT / "docs" / "benchmarks.md"
 PLOTS = ROOT / "docs" / "bench"
@@ -95,6 +96,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--w5-n", type=int, nargs="+", default=[10, 100, 1000, 5000])
     a("--w5-repeats", type=int, default=3)
     a("--w5-sequential-max", type=int, default=1000, help="largest N for the seed's loop")
+    a("--w6-n", type=int, nargs="+", default=[1_000, 10_000, 100_000], help="queued rooms")
+    a("--w6-together-n", type=int, default=30_000, help="members of each room sent at once")
+    a("--w6-together-rooms", type=int, default=3)
+    a("--w6-inline-n", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    a("--w6-sustain", type=int, default=20_000, help="members of the unthrottled room")
+    a("--w6-workers", type=int, default=2, help="delivery workers (DeliveryConcurrency)")
+    a("--w6-latency-ms", type=float, default=20.0, help="the model's time per post")
+    a("--w6-gone-share", type=float, default=0.01, help="share of ids the model answers 410")
+    a("--w6-rate", type=float, default=0, help="modelled throttle/s (0: from the sustain run)")
+    a("--w6-model-share", type=float, default=0.85, help="throttle / sustained rate")
+    a("--w6-budget-share", type=float, default=0.9, help="PostBudget / modelled throttle")
     args = p.parse_args(argv)
     args.only = args.only or list(WORKLOADS)
     return args
@@ -250,8 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                 progress(f"{key}: skipped, the time budget ({args.budget:.0f} s) is spent")
                 report.emit(f"## {key.upper()}\n\nnot run: the time budget was spent")
                 continue
-            if key == "w5" and pinned:
-                # The fan-out benchmark's own processes are not ours to place.
+            if key in ("w5", "w6") and pinned:
+                # The fan-out benchmarks' processes are not ours to place (W6 places its own).
                 os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
             module = importlib.import_module(WORKLOADS[key])
             ctx.current = key

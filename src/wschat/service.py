@@ -19,7 +19,13 @@ from typing import Any, Protocol
 from wschat import protocol
 from wschat.auth import AuthError, verify_token
 from wschat.delivery.base import DeliveryError, FanoutResult, GoneConnection, Sender
-from wschat.delivery.jobs import FanoutJob, FanoutSettings, JobQueue, QueueUnavailable
+from wschat.delivery.jobs import (
+    FanoutJob,
+    FanoutSettings,
+    JobQueue,
+    QueueUnavailable,
+    retry_delay,
+)
 from wschat.protocol import ProtocolError
 from wschat.storage.base import (
     DEFAULT_MESSAGE_TTL_SECONDS,
@@ -46,6 +52,8 @@ class Log(Protocol):
 
 # API Gateway's integration timeout: no $connect runs longer than this.
 CONNECT_GRACE_MS = 30_000
+# Failed recipients logged one by one per post; the rest of them in one line.
+FAILURES_LOGGED = 10
 
 
 def _now_ms() -> int:
@@ -89,6 +97,7 @@ class ChatConfig:
                 ),
                 page_size=int(env.get("WSCHAT_FANOUT_PAGE_SIZE", defaults.fanout.page_size)),
                 plan_pages=int(env.get("WSCHAT_FANOUT_PLAN_PAGES", defaults.fanout.plan_pages)),
+                retries=int(env.get("WSCHAT_FANOUT_RETRIES", defaults.fanout.retries)),
             ),
         )
 
@@ -103,6 +112,7 @@ class Outcome:
     gone: int = 0
     failed: int = 0
     queued: int = 0  # fan-out jobs sent to the queue
+    requeued: int = 0  # recipients handed on to a later deliver job
 
     def count(self, result: FanoutResult) -> None:
         self.delivered += result.delivered
@@ -464,8 +474,15 @@ class ChatService:
 
     def _count_posted(self, result: FanoutResult, outcome: Outcome) -> list[str]:
         outcome.count(result)
-        for failed_id, reason in result.failed.items():
+        failed = list(result.failed.items())
+        # A line per recipient, but not 500 of them for one throttled page (log volume costs).
+        for failed_id, reason in failed[:FAILURES_LOGGED]:
             self.log.warning("delivery failed", extra={"recipient": failed_id, "reason": reason})
+        if len(failed) > FAILURES_LOGGED:
+            self.log.warning(
+                "delivery failed for more recipients",
+                extra={"recipients": len(failed) - FAILURES_LOGGED, "reason": failed[-1][1]},
+            )
         return result.gone
 
     # --- fan-out jobs (the delivery function) -------------------------------------------------
@@ -477,10 +494,11 @@ class ChatService:
         cursor and queues one deliver job per page, plus a plan job for the rest of the room
         (first, so the next planner starts while these pages are delivered); QueueUnavailable
         or a StoreError propagate, and the job is run again. A deliver job posts its page,
-        retrying throttles until ``deadline`` (a ``time.monotonic()`` value); ``failed`` in
-        the outcome counts the recipients that ended neither delivered nor gone, so the job
-        must run again (an SQS redelivery: the delivered ones may get a second copy, which
-        clients drop by message id).
+        retrying throttles until ``deadline`` (a ``time.monotonic()`` value). The recipients
+        it did not reach are queued again as a job of their own, later (``outcome.requeued``),
+        so those reached get no second copy; ``failed`` in the outcome counts those that could
+        not be handed on either, and then the job must run again (an SQS redelivery: the
+        delivered ones may get a second copy, which clients drop by message id).
         """
         outcome = Outcome(f"fanout:{job.kind}")
         if job.kind == "plan":
@@ -489,6 +507,9 @@ class ChatService:
         recipients = [cid for cid in job.ids if cid not in job.exclude]
         result = self.sender.post_many(recipients, job.data, deadline=deadline)
         gone = self._count_posted(result, outcome)
+        if result.failed and self._requeue(job, list(result.failed)):
+            outcome.failed -= len(result.failed)
+            outcome.requeued += len(result.failed)
         # The `left` events for those found gone are other recipients' business: their
         # failures are logged, and must not make this job run again.
         departures = Outcome("$forget")
@@ -496,6 +517,21 @@ class ChatService:
         outcome.delivered += departures.delivered
         outcome.queued += departures.queued
         return outcome
+
+    def _requeue(self, job: FanoutJob, unreached: list[str]) -> bool:
+        """Queue a deliver job of the recipients ``job`` did not reach; False if it cannot be
+        (no queue, the queue refuses, or the recipients have had their ``fanout.retries``)."""
+        if self.queue is None or job.attempt >= self.config.fanout.retries:
+            return False
+        again = FanoutJob.deliver(
+            job.room, job.endpoint, job.data, unreached, attempt=job.attempt + 1
+        )
+        try:
+            self.queue.send([again], delay_seconds=retry_delay(again.attempt))
+        except QueueUnavailable as exc:
+            self.log.warning("fan-out retry not queued", extra={"reason": str(exc)})
+            return False
+        return True
 
     def _plan(self, job: FanoutJob, outcome: Outcome) -> None:
         settings = self.config.fanout

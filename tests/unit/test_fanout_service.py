@@ -27,8 +27,10 @@ class ListQueue:
         self.jobs: list[FanoutJob] = []
         self.down = False
         self.sends = 0
+        self.delays: list[int] = []
 
-    def send(self, jobs: Sequence[FanoutJob]) -> None:
+    def send(self, jobs: Sequence[FanoutJob], *, delay_seconds: int = 0) -> None:
+        self.delays.append(delay_seconds)
         if self.down:
             raise QueueUnavailable("SendMessageBatch: connection refused")
         self.sends += 1
@@ -198,11 +200,44 @@ def test_a_deliver_job_forgets_the_gone_and_reports_the_failed(
 
     outcome = chat.service.deliver(job, deadline=None)
 
-    # 2 of the job's posts delivered, 1 gone, 1 failed; its `left` in lobby and big reached
-    # the 2 others of each (not counted as the job's failures).
-    assert (outcome.delivered, outcome.gone, outcome.failed) == (2 + 4, 1, 1)
+    # 2 of the job's posts delivered, 1 gone, 1 handed on to a later job of its own; its
+    # `left` in lobby and big reached the 2 others of each (not counted as the job's).
+    assert (outcome.delivered, outcome.gone, outcome.failed) == (2 + 4, 1, 0)
+    assert outcome.requeued == 1
     assert chat.store.get_connection(members[1]) is None
     assert chat.store.get_connection(members[2]) is not None
+    [again] = queue.jobs
+    assert (again.ids, again.attempt, queue.delays[-1]) == ((members[2],), 1, 2)
+
+
+def test_a_recipient_failing_past_its_retries_fails_the_job(chat: Chat, queue: ListQueue) -> None:
+    members = fill(chat, 2)
+    chat.sender.failing[members[1]] = "HTTP 500"
+    job = FanoutJob.deliver("big", ENDPOINT, b'{"type":"message","text":"t"}', members)
+
+    attempts = 0
+    while True:
+        outcome = chat.service.deliver(job)
+        attempts += 1
+        if not queue.jobs:
+            break
+        job = queue.jobs.pop()
+        assert job.ids == (members[1],)
+
+    # Handed on 4 times (2, 4, 8, 16 s later), then reported failed: SQS takes over.
+    assert attempts == 1 + 4 and outcome.failed == 1
+    assert queue.delays == [2, 4, 8, 16]
+    assert [len(messages_to(chat.sender, m)) for m in members] == [1, 0]
+
+
+def test_with_the_queue_down_a_failed_recipient_fails_the_job(chat: Chat, queue: ListQueue) -> None:
+    members = fill(chat, 2)
+    chat.sender.failing[members[1]] = "HTTP 429"
+    queue.down = True
+
+    outcome = chat.service.deliver(FanoutJob.deliver("big", ENDPOINT, b"{}", members))
+
+    assert (outcome.delivered, outcome.failed, outcome.requeued) == (1, 1, 0)
 
 
 def test_direct_messages_stay_inline(chat: Chat, queue: ListQueue) -> None:
@@ -268,10 +303,14 @@ def test_the_handler_runs_jobs_and_names_only_the_unfinished_records(
         sqs_event(good.to_json(), "not a job", failing.to_json()), context
     )
 
-    assert reply == {
-        "batchItemFailures": [{"itemIdentifier": "msg-1"}, {"itemIdentifier": "msg-2"}]
-    }
+    # The failing recipient went back on the queue as a job of its own: that record is done.
+    assert reply == {"batchItemFailures": [{"itemIdentifier": "msg-1"}]}
     assert sender.recipients() == set(members[:3])
+    assert [job.ids for job in handler_queue.jobs] == [(members[3],)]
+
+    handler_queue.down = True
+    reply = deliver.lambda_handler(sqs_event(failing.to_json()), context)
+    assert reply == {"batchItemFailures": [{"itemIdentifier": "msg-0"}]}
 
 
 def test_the_handler_runs_a_plan_job_into_deliver_jobs(
@@ -311,7 +350,8 @@ def test_the_fanout_settings_come_from_the_environment() -> None:
             "WSCHAT_FANOUT_INLINE_LIMIT": "50",
             "WSCHAT_FANOUT_PAGE_SIZE": "100",
             "WSCHAT_FANOUT_PLAN_PAGES": "7",
+            "WSCHAT_FANOUT_RETRIES": "0",
         }
     )
-    assert config.fanout == FanoutSettings(inline_limit=50, page_size=100, plan_pages=7)
+    assert config.fanout == FanoutSettings(inline_limit=50, page_size=100, plan_pages=7, retries=0)
     assert json.loads(FanoutJob.plan("r", ENDPOINT, b"{}").to_json())["kind"] == "plan"

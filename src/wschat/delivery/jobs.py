@@ -6,8 +6,11 @@ A room's delivery is a chain of jobs on one queue (docs/scaling.md, planned in i
   the delivery function reads the next pages of ids after the cursor, sends one **deliver**
   job per page and, if the room goes on, one plan job with the new cursor;
 * a **deliver** job carries a page of connection ids and the frame; the delivery function
-  posts it to each, paced, retrying throttles, and reports itself failed (so SQS redelivers
-  it) only when some recipient ended neither delivered nor gone.
+  posts it to each, paced, retrying throttles until its time is up. The recipients it could
+  not reach go back on the queue as a new deliver job of just those ids, a little later
+  (``attempt`` + 1, ``retry_delay``), so the ones reached are not posted again; only when
+  that is not possible (the queue refuses, or ``FanoutSettings.retries`` are used up) does the job
+  report itself failed, so SQS redelivers it and, after ``maxReceiveCount``, dead-letters it.
 
 Jobs are plain JSON so any SQS-compatible queue carries them and a dead-lettered job can be
 read by a person. ``JobQueue`` is the port the chat service enqueues through; its SQS adapter
@@ -27,6 +30,11 @@ MAX_JOB_BYTES = 256 * 1024
 JOB_VERSION = 1
 
 JobKind = Literal["plan", "deliver"]
+
+
+def retry_delay(attempt: int) -> int:
+    """Seconds before a re-queued deliver job is visible: 2, 4, 8, 16 (SQS allows 900)."""
+    return int(min(900, 2**attempt))
 
 
 class JobError(ValueError):
@@ -49,14 +57,17 @@ class FanoutSettings:
     ``plan_pages``: pages one plan job reads before handing the rest of the room on; 100
     pages (50,000 ids) are two DynamoDB Queries and ~15 SendMessageBatch calls, well under a
     second, so one planner stays ahead of the account's 10,000 posts a second.
+    ``retries``: later deliver jobs of its unreached recipients a job may queue before it
+    reports itself failed (and SQS's redelivery and dead-letter queue take over).
     """
 
     inline_limit: int = 500
     page_size: int = 500
     plan_pages: int = 100
+    retries: int = 4
 
     def __post_init__(self) -> None:
-        if self.inline_limit < 0 or self.page_size < 1 or self.plan_pages < 1:
+        if self.inline_limit < 0 or self.page_size < 1 or self.plan_pages < 1 or self.retries < 0:
             raise ValueError(f"fan-out settings out of range: {self}")
 
 
@@ -73,6 +84,7 @@ class FanoutJob:
     ids: tuple[str, ...] = ()
     after: str | None = None  # plan: the last member id already planned
     exclude: frozenset[str] = field(default_factory=frozenset)
+    attempt: int = 0  # deliver: how many jobs of these recipients ran before this one
 
     @classmethod
     def plan(
@@ -87,8 +99,10 @@ class FanoutJob:
         return cls("plan", room, endpoint, data, after=after, exclude=frozenset(exclude))
 
     @classmethod
-    def deliver(cls, room: str, endpoint: str, data: bytes, ids: Sequence[str]) -> FanoutJob:
-        return cls("deliver", room, endpoint, data, ids=tuple(ids))
+    def deliver(
+        cls, room: str, endpoint: str, data: bytes, ids: Sequence[str], *, attempt: int = 0
+    ) -> FanoutJob:
+        return cls("deliver", room, endpoint, data, ids=tuple(ids), attempt=attempt)
 
     def to_json(self) -> str:
         document: dict[str, Any] = {
@@ -107,6 +121,8 @@ class FanoutJob:
             document["after"] = self.after
         if self.exclude:
             document["exclude"] = sorted(self.exclude)
+        if self.attempt:
+            document["attempt"] = self.attempt
         body = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
         if len(body.encode("utf-8")) > MAX_JOB_BYTES:
             raise JobError(f"a {self.kind} job of {len(self.ids)} ids is over 256 KiB")
@@ -143,7 +159,10 @@ class FanoutJob:
             raise JobError("ids, exclude and after must be strings")
         if kind == "deliver" and not ids:
             raise JobError("a deliver job with no ids")
-        return cls(kind, room, endpoint, data, tuple(ids), after, frozenset(exclude))
+        attempt = document.get("attempt", 0)
+        if not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 0:
+            raise JobError("attempt must be a count")
+        return cls(kind, room, endpoint, data, tuple(ids), after, frozenset(exclude), attempt)
 
 
 def _strings(value: Any) -> bool:
@@ -152,6 +171,7 @@ def _strings(value: Any) -> bool:
 
 class JobQueue(Protocol):
     """Where fan-out jobs go. ``send`` returns once every job is accepted (SQS: stored
-    redundantly), or raises QueueUnavailable; jobs accepted before the failure stay queued."""
+    redundantly), or raises QueueUnavailable; jobs accepted before the failure stay queued.
+    ``delay_seconds``: the jobs stay invisible that long (SQS's DelaySeconds, at most 900)."""
 
-    def send(self, jobs: Sequence[FanoutJob]) -> None: ...
+    def send(self, jobs: Sequence[FanoutJob], *, delay_seconds: int = 0) -> None: ...

@@ -52,15 +52,20 @@ class SqsJobQueue:
                 self._client = boto3.client("sqs", config=config)
             return self._client
 
-    def send(self, jobs: Sequence[FanoutJob]) -> None:
+    def send(self, jobs: Sequence[FanoutJob], *, delay_seconds: int = 0) -> None:
         for batch in _batches([job.to_json() for job in jobs]):
-            self._send_batch(batch)
+            self._send_batch(batch, max(0, min(900, delay_seconds)))
 
-    def _send_batch(self, bodies: list[str]) -> None:
+    def _send_batch(self, bodies: list[str], delay_seconds: int) -> None:
         pending = {str(i): body for i, body in enumerate(bodies)}
         reasons: list[str] = []
         for _ in range(1 + RESENDS):
-            entries = [{"Id": key, "MessageBody": body} for key, body in pending.items()]
+            entries: list[dict[str, Any]] = [
+                {"Id": key, "MessageBody": body} for key, body in pending.items()
+            ]
+            if delay_seconds:
+                for entry in entries:
+                    entry["DelaySeconds"] = delay_seconds
             try:
                 response = self.client().send_message_batch(
                     QueueUrl=self.queue_url, Entries=entries

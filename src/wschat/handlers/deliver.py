@@ -4,10 +4,12 @@ Each record of the SQS event is one job (``wschat.delivery.jobs``): a plan job q
 next pages as deliver jobs, a deliver job posts one page, paced by this worker's share of the
 account's @connections budget (``WSCHAT_POST_BUDGET`` posts a second across
 ``WSCHAT_DELIVERY_CONCURRENCY`` workers, the event source's MaximumConcurrency) and retrying
-throttles until the invocation's time runs out. The answer is a partial batch response
-(``ReportBatchItemFailures``): the records that did not finish are named, so SQS deletes the
-rest and redelivers only those; after ``maxReceiveCount`` receives a record moves to the
-dead-letter queue. A record that is not a job at all is named too, and so ends there.
+throttles until the invocation's time runs out; the recipients it could not reach go back on
+the queue as a later job of their own. The answer is a partial batch response
+(``ReportBatchItemFailures``): the records that did not finish (and could not be handed on)
+are named, so SQS deletes the rest and redelivers only those; after ``maxReceiveCount``
+receives a record moves to the dead-letter queue. A record that is not a job at all is named
+too, and so ends there.
 """
 
 from __future__ import annotations
@@ -51,7 +53,13 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     deadline = deadline_of(context)
     rate = worker_rate()
     unfinished: list[str] = []
-    counts = {"FanoutJobs": 0, "MessagesDelivered": 0, "DeliveryFailures": 0, "PostsRepeated": 0}
+    counts = {
+        "FanoutJobs": 0,
+        "MessagesDelivered": 0,
+        "DeliveryFailures": 0,
+        "RecipientsRequeued": 0,
+        "PostsRepeated": 0,
+    }
     for record in event.get("Records") or []:
         message_id = str(record.get("messageId") or "")
         try:
@@ -77,6 +85,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         counts["FanoutJobs"] += 1
         counts["MessagesDelivered"] += outcome.delivered
         counts["DeliveryFailures"] += outcome.failed + outcome.gone
+        counts["RecipientsRequeued"] += outcome.requeued
         receives = int((record.get("attributes") or {}).get("ApproximateReceiveCount") or 1)
         if receives > 1:  # a redelivered job: some of these posts may be second copies
             counts["PostsRepeated"] += outcome.delivered
@@ -91,6 +100,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 "gone": outcome.gone,
                 "failed": outcome.failed,
                 "queued": outcome.queued,
+                "requeued": outcome.requeued,
             },
         )
     publish_counts(counts)
