@@ -81,7 +81,11 @@ def _with_store_paths(api: ApiSpec, good: Path, bad: Path, bad_routes: Collectio
         key: dataclasses.replace(route, function=functions[route.function.name])
         for key, route in api.routes.items()
     }
-    return dataclasses.replace(api, routes=routes)
+    event_sources = [
+        dataclasses.replace(source, function=functions[source.function.name])
+        for source in api.event_sources
+    ]
+    return dataclasses.replace(api, routes=routes, event_sources=event_sources)
 
 
 @dataclass

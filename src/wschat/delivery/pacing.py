@@ -20,9 +20,12 @@ from dataclasses import dataclass
 class TokenBucket:
     """``rate`` tokens a second, at most ``burst`` saved up; safe to share between threads.
 
-    ``acquire`` blocks until a token is there (or ``deadline``, a ``clock()`` value, passes:
-    then it returns False without taking one). Sleeping happens outside the lock, so a waiting
-    thread never holds up one that only takes a saved token.
+    ``acquire`` takes a token, waiting for it when none is saved up (or, when that wait would
+    end after ``deadline``, a ``clock()`` value, returns False at once without taking one).
+    A waiting caller reserves its token: the count goes below zero and the caller sleeps, once
+    and outside the lock, until its token is due. So many threads waiting (a fan-out's 64)
+    each sleep once per token, rather than all waking for every token and one winning it,
+    which cost more CPU than the posts themselves.
     """
 
     def __init__(
@@ -39,31 +42,33 @@ class TokenBucket:
         self.burst = max(1.0, burst if burst is not None else rate / 10)
         self._clock = clock
         self._sleep = sleep
-        self._tokens = self.burst
+        self._tokens = self.burst  # below zero: tokens reserved by waiting callers
         self._at = clock()
         self._lock = threading.Lock()
 
-    def _take(self) -> float:
-        """Take a token if there is one (0.0), else the seconds until there will be."""
+    def _reserve(self, deadline: float | None) -> float | None:
+        """Take a token: the seconds until it is due (0.0: now), or None (not taken) when it
+        is due after ``deadline``."""
         with self._lock:
             now = self._clock()
-            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+            tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
             self._at = now
             # A hair under 1 counts: the refill after a computed sleep can come out as
             # 0.9999999 in floating point, and waiting "1e-17 s" more would spin.
-            if self._tokens >= 1 - 1e-9:
-                self._tokens = max(0.0, self._tokens - 1)
-                return 0.0
-            return (1 - self._tokens) / self.rate
+            wait = 0.0 if tokens >= 1 - 1e-9 else (1 - tokens) / self.rate
+            if wait and deadline is not None and now + wait > deadline:
+                self._tokens = tokens
+                return None
+            self._tokens = tokens - 1
+            return wait
 
     def acquire(self, deadline: float | None = None) -> bool:
-        while True:
-            wait = self._take()
-            if wait == 0.0:
-                return True
-            if deadline is not None and self._clock() + wait > deadline:
-                return False
+        wait = self._reserve(deadline)
+        if wait is None:
+            return False
+        if wait:
             self._sleep(wait)
+        return True
 
 
 @dataclass(frozen=True, slots=True)
