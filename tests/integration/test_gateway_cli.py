@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import boto3
 import pexpect
 import pytest
 from tests.integration.conftest import (
@@ -235,3 +236,48 @@ def test_two_wscat_clients_chat_through_the_project_handlers(project: ServeProce
     finally:
         for client in clients:
             client.terminate(force=True)
+
+
+def test_third_party_app_with_an_sqs_worker_from_its_own_template(tmp_path: Path) -> None:
+    # A WebSocket route queues, an AWS::Lambda::EventSourceMapping worker broadcasts, a poison
+    # record is reported failed until the redrive policy moves it to the dead-letter queue.
+    connections = tmp_path / "connections.json"
+    args = [
+        "--template",
+        str(APPS / "push_sqs" / "template.yaml"),
+        "--parameter",
+        f"ConnectionsFile={connections}",
+        "--data-dir",
+        str(tmp_path),
+    ]
+    with wschat_serve(args, tmp_path) as server, ExitStack() as stack:
+        [sqs_line] = [line for line in server.stdout_lines if line.strip().startswith("SQS:")]
+        sqs_endpoint = sqs_line.split()[1]
+        alice = stack.enter_context(ws_connect(server.websocket_url))
+        bob = stack.enter_context(ws_connect(server.websocket_url))
+        wait_for(
+            lambda: connections.exists() and len(json.loads(connections.read_text())) == 2,
+            what="both connections in the app's own JSON file",
+        )
+        bob.send(json.dumps({"action": "push", "data": "poison"}))
+        bob.send(json.dumps({"action": "push", "data": "hello"}))
+        for ws in (alice, bob):
+            assert json.loads(ws.recv(timeout=TIMEOUT))["data"] == "hello"
+
+        sqs = boto3.client(
+            "sqs",
+            endpoint_url=sqs_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+        [dlq_url] = [url for url in sqs.list_queues()["QueueUrls"] if "PushDeadLetters" in url]
+
+        def dead_letters() -> list[Any]:
+            messages = sqs.receive_message(QueueUrl=dlq_url, VisibilityTimeout=0)
+            return list(messages.get("Messages", []))
+
+        [dead] = wait_for(dead_letters, 15, "the poison record in the dead-letter queue")
+        assert json.loads(dead["Body"]) == {"data": "poison"}
+        with pytest.raises(TimeoutError):  # nobody was sent the poison
+            alice.recv(timeout=0.2)
