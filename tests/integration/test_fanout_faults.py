@@ -301,3 +301,26 @@ def test_a_job_that_cannot_finish_ends_in_the_dead_letter_queue(
         assert posts[ids[0]] == 5  # maxReceiveCount receives
         [dead] = pipeline.sqs.receive_message(QueueUrl=pipeline.dlq_url)["Messages"]
         assert FanoutJob.from_json(dead["Body"]).ids == tuple(ids)
+
+
+def test_jobs_queued_or_in_flight_survive_a_gateway_restart(
+    tmp_path: Path, endpoint: ConnectionsEndpoint
+) -> None:
+    ids = members(30)
+    endpoint.add(*ids)
+    # 10 posts a second: 3 s of work, and the gateway is stopped a second in.
+    with pipeline_for(tmp_path, endpoint, PostBudget="10") as pipeline:
+        pipeline.send(
+            FanoutJob.deliver("big", endpoint.url, FRAME, ids[:15]),
+            FanoutJob.deliver("big", endpoint.url, FRAME, ids[15:]),
+        )
+        wait_for(lambda: len(pipeline.posts()) >= 3, 20, "the jobs to start")
+    reached_before = set(pipeline.posts())
+    assert len(reached_before) < len(ids)
+
+    # The same data directory: the queue's state lives there (queues.sqlite3).
+    with pipeline_for(tmp_path, endpoint, PostBudget="100") as restarted:
+        wait_for(lambda: set(restarted.posts()) == set(ids), 30, "every recipient reached")
+        wait_for(lambda: restarted.depth(restarted.queue_url) == 0, 10, "the queue to drain")
+        assert set(restarted.posts().values()) <= {1, 2}
+        assert restarted.depth(restarted.dlq_url) == 0
