@@ -57,7 +57,7 @@ LOGS = BENCH / "results" / "logs"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", nargs="+", choices=sorted(WORKLOADS), help="run only these")
-    p.add_argument("--budget", type=float, default=560.0, help="seconds for the whole run")
+    p.add_argument("--budget", type=float, default=600.0, help="seconds for the whole run")
     p.add_argument("--processes", type=int, default=4, help="load-generator processes")
     p.add_argument(
         "--systems",

@@ -303,7 +303,7 @@ def serve(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(main())
-    except OSError as exc:
+    except OSError as exc:  # the port, the data dir, its queue file
         print(f"wschat serve: {exc}", file=sys.stderr)
         return 1
     return 0

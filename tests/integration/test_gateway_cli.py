@@ -27,6 +27,7 @@ from tests.integration.conftest import (
     ServeProcess,
     wait_for,
     ws_connect,
+    wschat_command,
     wschat_serve,
 )
 
@@ -281,3 +282,19 @@ def test_third_party_app_with_an_sqs_worker_from_its_own_template(tmp_path: Path
         assert json.loads(dead["Body"]) == {"data": "poison"}
         with pytest.raises(TimeoutError):  # nobody was sent the poison
             alice.recv(timeout=0.2)
+
+
+def test_a_queue_store_that_cannot_open_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "queues.sqlite3").mkdir()  # where the queue file would go
+    completed = subprocess.run(
+        [*wschat_command(), "serve", "--port", "0", "--data-dir", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 1
+    assert completed.stderr.strip() == (
+        f"wschat serve: the queue store {tmp_path / 'queues.sqlite3'}: unable to open database file"
+    )

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import mimetypes
 import os
+import sqlite3
 import ssl
 import time
 from collections.abc import Coroutine
@@ -171,7 +172,10 @@ class Gateway:
         path = self.config.queue_store_path
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        store = QueueStore(path or ":memory:", region=self.region)
+        try:
+            store = QueueStore(path or ":memory:", region=self.region)
+        except sqlite3.Error as exc:
+            raise OSError(f"the queue store {path}: {exc}") from exc
         self.queues = sqs_api.QueueService(store)
         self.sqs = sqs_api.SqsApi(
             self.queues, lambda: self.sqs_endpoint, self.config.management_credentials
