@@ -44,6 +44,13 @@ $(BENCH_STAMP): pyproject.toml
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/run.py $(ARGS)
 
+# `sam validate --lint` on template.yaml, with the SAM CLI in a virtualenv of its own
+# (scripts/install-sam.sh); make test already runs cfn-lint and checkov on it.
+.PHONY: validate
+validate: $(STAMP)
+	bash scripts/install-sam.sh
+	AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-ap-northeast-2} .venv/tools/sam/bin/sam validate --lint --template template.yaml
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 

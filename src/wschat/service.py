@@ -491,8 +491,10 @@ class ChatService:
         """Run one fan-out job from the queue.
 
         A plan job reads up to ``fanout.plan_pages`` pages of the room's member ids after its
-        cursor and queues one deliver job per page, plus a plan job for the rest of the room
-        (first, so the next planner starts while these pages are delivered); QueueUnavailable
+        cursor and queues one deliver job per page, then a plan job for the rest of the room:
+        last, behind these pages, so rooms sent at once take turns on the queue (it hands out
+        jobs about in the order sent) instead of the first room's whole chain going first;
+        QueueUnavailable
         or a StoreError propagate, and the job is run again. A deliver job posts its page,
         retrying throttles until ``deadline`` (a ``time.monotonic()`` value). The recipients
         it did not reach are queued again as a job of their own, later (``outcome.requeued``),
@@ -540,13 +542,13 @@ class ChatService:
         stretch = settings.page_size * settings.plan_pages
         ids = self.store.room_member_ids(job.room, after=job.after, limit=stretch)
         jobs: list[FanoutJob] = []
-        if len(ids) == stretch:  # the room may go on
-            rest = FanoutJob.plan(job.room, job.endpoint, job.data, after=ids[-1])
-            jobs.append(replace(rest, exclude=job.exclude))
         recipients = [cid for cid in ids if cid not in job.exclude]
         for start in range(0, len(recipients), settings.page_size):
             page = recipients[start : start + settings.page_size]
             jobs.append(FanoutJob.deliver(job.room, job.endpoint, job.data, page))
+        if len(ids) == stretch:  # the room may go on
+            rest = FanoutJob.plan(job.room, job.endpoint, job.data, after=ids[-1])
+            jobs.append(replace(rest, exclude=job.exclude))
         if not jobs:
             return
         if self.queue is None:

@@ -120,17 +120,38 @@ def test_a_room_over_the_limit_is_queued_and_every_member_gets_it_once(
     assert all(messages_to(chat.sender, m) == ["hello all"] for m in members)
 
 
-def test_plan_jobs_queue_the_rest_of_the_room_first(chat: Chat, queue: ListQueue) -> None:
+def test_plan_jobs_queue_the_rest_of_the_room_behind_its_pages(
+    chat: Chat, queue: ListQueue
+) -> None:
     members = fill(chat, 9)
     chat.do(members[0], "sendMessage", room="big", message="x")
     plan = queue.jobs.pop()
 
     outcome = chat.service.deliver(plan)
 
-    assert [job.kind for job in queue.jobs] == ["plan", "deliver", "deliver"]
-    assert queue.jobs[0].after == members[3]
-    assert [list(job.ids) for job in queue.jobs[1:]] == [members[0:2], members[2:4]]
+    assert [job.kind for job in queue.jobs] == ["deliver", "deliver", "plan"]
+    assert queue.jobs[2].after == members[3]
+    assert [list(job.ids) for job in queue.jobs[:2]] == [members[0:2], members[2:4]]
     assert outcome.queued == 3 and outcome.delivered == 0
+
+
+def test_rooms_sent_at_once_take_turns_on_the_queue(chat: Chat, queue: ListQueue) -> None:
+    for room in ("a", "b"):
+        for n in range(6):
+            chat.connect(f"{room}{n}", name=f"user{room}{n}", room=room)
+    queue.jobs.clear()
+    chat.do("a0", "sendMessage", room="a", message="x")
+    chat.do("b0", "sendMessage", room="b", message="y")
+
+    order: list[str] = []
+    while queue.jobs:  # first in, first out, as a queue with a backlog hands them out
+        job = queue.jobs.pop(0)
+        if job.kind == "deliver":
+            order.append(job.room)
+        chat.service.deliver(job)
+
+    # 4 ids a plan job: a's first 4, b's first 4, then the rest of each.
+    assert order == ["a", "a", "b", "b", "a", "b"]
 
 
 def test_a_room_ending_on_a_full_plan_leaves_a_last_plan_that_finds_nothing(
