@@ -491,10 +491,11 @@ class ChatService:
         """Run one fan-out job from the queue.
 
         A plan job reads up to ``fanout.plan_pages`` pages of the room's member ids after its
-        cursor and queues one deliver job per page, then a plan job for the rest of the room:
-        last, behind these pages, so rooms sent at once take turns on the queue (it hands out
-        jobs about in the order sent) instead of the first room's whole chain going first;
-        QueueUnavailable
+        cursor and queues one deliver job per page, with a plan job for the rest of the room
+        among them, after the first half: behind pages of its own room, so rooms sent at once
+        take turns on the queue (it hands out jobs about in the order sent) instead of the
+        first room's whole chain going first, and ahead of the second half, so the next pages
+        are planned while these are still being posted; QueueUnavailable
         or a StoreError propagate, and the job is run again. A deliver job posts its page,
         retrying throttles until ``deadline`` (a ``time.monotonic()`` value). The recipients
         it did not reach are queued again as a job of their own, later (``outcome.requeued``),
@@ -548,7 +549,7 @@ class ChatService:
             jobs.append(FanoutJob.deliver(job.room, job.endpoint, job.data, page))
         if len(ids) == stretch:  # the room may go on
             rest = FanoutJob.plan(job.room, job.endpoint, job.data, after=ids[-1])
-            jobs.append(replace(rest, exclude=job.exclude))
+            jobs.insert((len(jobs) + 1) // 2, replace(rest, exclude=job.exclude))
         if not jobs:
             return
         if self.queue is None:

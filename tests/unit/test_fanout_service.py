@@ -120,7 +120,7 @@ def test_a_room_over_the_limit_is_queued_and_every_member_gets_it_once(
     assert all(messages_to(chat.sender, m) == ["hello all"] for m in members)
 
 
-def test_plan_jobs_queue_the_rest_of_the_room_behind_its_pages(
+def test_plan_jobs_queue_the_rest_of_the_room_amid_its_pages(
     chat: Chat, queue: ListQueue
 ) -> None:
     members = fill(chat, 9)
@@ -129,9 +129,9 @@ def test_plan_jobs_queue_the_rest_of_the_room_behind_its_pages(
 
     outcome = chat.service.deliver(plan)
 
-    assert [job.kind for job in queue.jobs] == ["deliver", "deliver", "plan"]
-    assert queue.jobs[2].after == members[3]
-    assert [list(job.ids) for job in queue.jobs[:2]] == [members[0:2], members[2:4]]
+    assert [job.kind for job in queue.jobs] == ["deliver", "plan", "deliver"]
+    assert queue.jobs[1].after == members[3]
+    assert [list(job.ids) for job in queue.jobs[::2]] == [members[0:2], members[2:4]]
     assert outcome.queued == 3 and outcome.delivered == 0
 
 
@@ -376,3 +376,20 @@ def test_the_fanout_settings_come_from_the_environment() -> None:
     )
     assert config.fanout == FanoutSettings(inline_limit=50, page_size=100, plan_pages=7, retries=0)
     assert json.loads(FanoutJob.plan("r", ENDPOINT, b"{}").to_json())["kind"] == "plan"
+
+
+def test_the_handler_runs_a_batchs_plan_jobs_before_its_deliver_jobs(
+    handler_queue: ListQueue,
+    store: SqliteStore,
+    sender: RecordingSender,
+    context: LambdaContext,
+) -> None:
+    members = connect_members(store, 3)
+    queued_at_first_post: list[int] = []
+    sender.on_post = lambda *_: queued_at_first_post.append(len(handler_queue.jobs))
+    deliver_job = FanoutJob.deliver("big", SAMPLE_ENDPOINT, b'{"type":"message"}', members)
+    plan_job = FanoutJob.plan("big", SAMPLE_ENDPOINT, b'{"type":"message"}')
+
+    deliver.lambda_handler(sqs_event(deliver_job.to_json(), plan_job.to_json()), context)
+
+    assert queued_at_first_post[0] == 1  # the plan job's page was queued before any post

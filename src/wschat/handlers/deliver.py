@@ -60,14 +60,18 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         "RecipientsRequeued": 0,
         "PostsRepeated": 0,
     }
+    jobs: list[tuple[str, dict[str, Any], FanoutJob]] = []
     for record in event.get("Records") or []:
         message_id = str(record.get("messageId") or "")
         try:
-            job = FanoutJob.from_json(str(record.get("body") or ""))
+            jobs.append((message_id, record, FanoutJob.from_json(str(record.get("body") or ""))))
         except JobError as exc:
             log.error("not a fan-out job", extra={"message_id": message_id, "reason": str(exc)})
             unfinished.append(message_id)
-            continue
+    # Plan jobs first: the pages they queue are other workers' work, and should not wait
+    # behind this batch's posts.
+    jobs.sort(key=lambda item: item[2].kind != "plan")
+    for message_id, record, job in jobs:
         if time.monotonic() >= deadline:  # no time left: SQS gives it to the next worker
             unfinished.append(message_id)
             continue
