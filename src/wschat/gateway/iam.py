@@ -17,6 +17,7 @@ from __future__ import annotations
 import calendar
 import hashlib
 import hmac
+import ipaddress
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,7 @@ from wschat.delivery.sigv4 import (
     canonical_uri,
     payload_hash,
 )
+from wschat.gateway import http
 
 SERVICE = "execute-api"
 # How far X-Amz-Date may be from the gateway's clock, either way (AWS's own window).
@@ -205,3 +207,48 @@ def verify(
     expected = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected.encode(), signature.encode()):
         raise SignatureRejected(BAD_SIGNATURE)
+
+
+def is_loopback(peer: str) -> bool:
+    try:
+        address = ipaddress.ip_address(peer.partition("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
+def access_refused(
+    request: http.Request,
+    peer: str,
+    credentials: Credentials | None,
+    *,
+    api: str,
+    service: str = SERVICE,
+) -> str | None:
+    """Why a request to one of the gateway's AWS APIs (``api``, for the message) is not
+    served, or None. With credentials, it must be signed with them for ``service``; without,
+    it must come from this machine: an unsigned API reachable from elsewhere would let anyone
+    post to every connection or read every queue."""
+    if credentials is None:
+        if is_loopback(peer):
+            return None
+        return (
+            f"the {api} answers only this machine unless the gateway has management "
+            "credentials (wschat serve --management-credentials) to check signatures with"
+        )
+    _, _, raw_query = request.target.partition("?")
+    try:
+        verify(
+            request.method,
+            request.raw_path,
+            raw_query.partition("#")[0],
+            request.headers,
+            request.body,
+            credentials,
+            service=service,
+        )
+    except SignatureRejected as rejected:
+        return rejected.message
+    return None

@@ -12,7 +12,6 @@ read or close every connection.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -29,41 +28,12 @@ def _error(status: int, error_type: str, message: str | None) -> bytes:
     )
 
 
-def is_loopback(peer: str) -> bool:
-    try:
-        address = ipaddress.ip_address(peer.partition("%")[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped.is_loopback
-    return address.is_loopback
-
-
 def refusal(gateway: Gateway, request: http.Request, peer: str) -> bytes | None:
     """The 403 API Gateway would answer this @connections request, or None to serve it."""
-    credentials = gateway.config.management_credentials
-    if credentials is None:
-        if is_loopback(peer):
-            return None
-        return _error(
-            403,
-            "ForbiddenException",
-            "the @connections API answers only this machine unless the gateway has management "
-            "credentials (wschat serve --management-credentials) to check signatures with",
-        )
-    _, _, raw_query = request.target.partition("?")
-    try:
-        iam.verify(
-            request.method,
-            request.raw_path,
-            raw_query.partition("#")[0],
-            request.headers,
-            request.body,
-            credentials,
-        )
-    except iam.SignatureRejected as rejected:
-        return _error(403, "ForbiddenException", rejected.message)
-    return None
+    reason = iam.access_refused(
+        request, peer, gateway.config.management_credentials, api="@connections API"
+    )
+    return None if reason is None else _error(403, "ForbiddenException", reason)
 
 
 def handle_request(gateway: Gateway, request: http.Request, prefix: str, peer: str) -> bytes:

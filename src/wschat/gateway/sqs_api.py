@@ -11,7 +11,7 @@ A QueueUrl is accepted by its last path segment, the queue's name: the gateway's
 (``{endpoint}/123456789012/{name}``) and the AWS ones a template's ``Ref`` gives
 (``https://sqs.{region}.amazonaws.com/123456789012/{name}``) both work.
 
-Who may call it: as for @connections (``management.refusal``), requests signed with the
+Who may call it: as for @connections (``iam.access_refused``), requests signed with the
 management credentials when the gateway has them (service ``sqs``), else loopback clients only.
 """
 
@@ -25,7 +25,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from wschat.gateway import http, iam
-from wschat.gateway.management import is_loopback
 from wschat.gateway.queues import (
     MAX_WAIT_SECONDS,
     QueueError,
@@ -128,28 +127,8 @@ def _ok(payload: dict[str, Any]) -> bytes:
 
 def refusal(request: http.Request, peer: str, credentials: Credentials | None) -> QueueError | None:
     """Why this SQS request is not served (unsigned from elsewhere, badly signed), or None."""
-    if credentials is None:
-        if is_loopback(peer):
-            return None
-        return QueueError(
-            "InvalidSecurity",
-            "the local SQS API answers only this machine unless the gateway has management "
-            "credentials (wschat serve --management-credentials) to check signatures with",
-        )
-    _, _, raw_query = request.target.partition("?")
-    try:
-        iam.verify(
-            request.method,
-            request.raw_path,
-            raw_query.partition("#")[0],
-            request.headers,
-            request.body,
-            credentials,
-            service="sqs",
-        )
-    except iam.SignatureRejected as rejected:
-        return QueueError("InvalidSecurity", rejected.message)
-    return None
+    reason = iam.access_refused(request, peer, credentials, api="local SQS API", service="sqs")
+    return None if reason is None else QueueError("InvalidSecurity", reason)
 
 
 def queue_name_of(url: Any) -> str:
