@@ -435,8 +435,9 @@ class ChatService:
         *,
         ack: tuple[str, dict[str, Any]] | None = None,
     ) -> list[str]:
-        """Post to a whole room from this invocation, a page of member ids at a time."""
-        page_size = self.config.fanout.page_size
+        """Post to a whole room from this invocation, a stretch of member ids at a time (a
+        plan job's worth: memory stays bounded, and the thread pool stays full)."""
+        page_size = self.config.fanout.page_size * self.config.fanout.plan_pages
         gone: list[str] = []
         after: str | None = None
         while True:
