@@ -170,8 +170,9 @@ def test_post_many_posts_concurrently() -> None:
         assert result.delivered == 200
         assert len(endpoint.received()) == 200
         assert endpoint.max_in_flight > 1
-    # Sequential would take 200 x 20 ms = 4 s; a quarter of that is a generous bound.
-    assert elapsed < len(recipients) * delay / 4
+    # Sequential would take 200 x 20 ms = 4 s; half of that still rules it out, with room
+    # for a 2-core host busy with other work (a quiet one takes ~0.3 s).
+    assert elapsed < len(recipients) * delay / 2
 
 
 # -- signatures: the endpoint verifies each one as API Gateway does ------------------------
