@@ -92,9 +92,7 @@ class ChatConfig:
                 env.get("WSCHAT_PRESENCE_EVENT_LIMIT", defaults.presence_event_limit)
             ),
             fanout=FanoutSettings(
-                inline_limit=int(
-                    env.get("WSCHAT_FANOUT_INLINE_LIMIT", defaults.fanout.inline_limit)
-                ),
+                inline_limit=_count_or_auto(env.get("WSCHAT_FANOUT_INLINE_LIMIT")),
                 page_size=int(env.get("WSCHAT_FANOUT_PAGE_SIZE", defaults.fanout.page_size)),
                 plan_pages=int(env.get("WSCHAT_FANOUT_PLAN_PAGES", defaults.fanout.plan_pages)),
                 retries=int(env.get("WSCHAT_FANOUT_RETRIES", defaults.fanout.retries)),
@@ -391,7 +389,8 @@ class ChatService:
     ) -> list[str]:
         """The one deliverer of every event to a room: a message, joined, left, renamed.
 
-        A room of at most ``fanout.inline_limit`` recipients is posted to here and now (with
+        A room of at most the inline limit (``fanout.inline_limit``, else the sender's) of
+        recipients is posted to here and now (with
         the caller's ``ack`` first, in the same sender call). A bigger room is handed to the
         queue as one plan job, and the ack is sent once the queue has it; when there is no
         queue, or it cannot take the job, this invocation posts to the room page by page: the
@@ -401,6 +400,12 @@ class ChatService:
         """
         data = protocol.encode(event)
         limit = self.config.fanout.inline_limit
+        if limit is None:
+            limit = self.sender.inline_limit
+        if limit is None:  # any number: page through the room here
+            if members is not None:
+                return self._post_inline(members, data, outcome, ack=ack)
+            return self._post_pages(room, data, outcome, ack=ack)
         if members is None:
             members = self.store.room_member_ids(room, limit=limit + 1)
         if len(members) <= limit:
@@ -619,6 +624,13 @@ class ChatService:
                     if gone_id not in seen:
                         seen.add(gone_id)
                         pending.append(gone_id)
+
+
+def _count_or_auto(value: str | None) -> int | None:
+    """An environment count, or None for "auto" (or unset): the sender's own choice."""
+    if value is None or value.strip().lower() in ("", "auto"):
+        return None
+    return int(value)
 
 
 def _another_connection_named(name: str, connection_id: str) -> Callable[[list[Member]], bool]:

@@ -20,7 +20,13 @@ import pytest
 from tests.support.events import LambdaContext, lambda_context, load_event, management_endpoint_of
 
 from wschat.delivery import local
-from wschat.delivery.base import ConnectionInfo, DeliveryError, FanoutResult, GoneConnection
+from wschat.delivery.base import (
+    API_GATEWAY_INLINE_LIMIT,
+    ConnectionInfo,
+    DeliveryError,
+    FanoutResult,
+    GoneConnection,
+)
 from wschat.handlers import _runtime
 from wschat.observability import get_logger
 from wschat.protocol import ProtocolError
@@ -42,6 +48,8 @@ class RecordingSender:
     ``failing`` (any other delivery error, with its reason). ``on_post`` runs before each
     successful post: a test can look at the store at the moment a recipient is reached.
     """
+
+    inline_limit: int | None = API_GATEWAY_INLINE_LIMIT  # as the sender it stands in for
 
     def __init__(self) -> None:
         self.posts: list[tuple[str, bytes]] = []

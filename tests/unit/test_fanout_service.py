@@ -120,9 +120,7 @@ def test_a_room_over_the_limit_is_queued_and_every_member_gets_it_once(
     assert all(messages_to(chat.sender, m) == ["hello all"] for m in members)
 
 
-def test_plan_jobs_queue_the_rest_of_the_room_amid_its_pages(
-    chat: Chat, queue: ListQueue
-) -> None:
+def test_plan_jobs_queue_the_rest_of_the_room_amid_its_pages(chat: Chat, queue: ListQueue) -> None:
     members = fill(chat, 9)
     chat.do(members[0], "sendMessage", room="big", message="x")
     plan = queue.jobs.pop()
@@ -393,3 +391,21 @@ def test_the_handler_runs_a_batchs_plan_jobs_before_its_deliver_jobs(
     deliver.lambda_handler(sqs_event(deliver_job.to_json(), plan_job.to_json()), context)
 
     assert queued_at_first_post[0] == 1  # the plan job's page was queued before any post
+
+
+def test_auto_leaves_the_inline_limit_to_the_sender(queue: ListQueue) -> None:
+    chat = Chat(ChatConfig(fanout=FanoutSettings(page_size=2, plan_pages=2)))
+    chat.service.queue, chat.service.endpoint = queue, ENDPOINT
+    chat.sender.inline_limit = 3  # as API Gateway's 500, smaller
+    members = fill(chat, 5)
+
+    chat.do(members[0], "sendMessage", room="big", message="queued")
+    assert [job.kind for job in queue.jobs] == ["plan"]
+    queue.jobs.clear()
+
+    chat.sender.inline_limit = None  # the local gateway's channel: a room in one call
+    chat.do(members[0], "sendMessage", room="big", message="inline")
+    assert queue.jobs == []
+    assert all(messages_to(chat.sender, m) == ["inline"] for m in members)
+    assert ChatConfig.from_env({"WSCHAT_FANOUT_INLINE_LIMIT": "auto"}).fanout.inline_limit is None
+    chat.close()

@@ -555,7 +555,7 @@ def test_project_template_runs_the_wschat_handlers() -> None:
             "WSCHAT_AUTH_SECRET": "",
             # The queue's Ref is its URL on AWS; the gateway's SQS API takes it by name.
             "WSCHAT_FANOUT_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/local-fanout",
-            "WSCHAT_FANOUT_INLINE_LIMIT": "500",
+            "WSCHAT_FANOUT_INLINE_LIMIT": "auto",
             "WSCHAT_FANOUT_PAGE_SIZE": "500",
         }, function.name
     assert api.routes["sendMessage"].function.timeout == 29

@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from wschat.delivery.base import (
+    API_GATEWAY_INLINE_LIMIT,
     ConnectionInfo,
     DeliveryError,
     FanoutResult,
@@ -132,6 +133,8 @@ class ApiGatewaySender:
     the HTTP connections, the credentials and the boto3 client are made on first use (under a
     lock: fan-outs may start from several threads) and reused.
     """
+
+    inline_limit: int | None = API_GATEWAY_INLINE_LIMIT
 
     def __init__(
         self,

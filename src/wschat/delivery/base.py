@@ -49,8 +49,19 @@ class FanoutResult:
         self.failed.update(other.failed)
 
 
+# Recipients one invocation posts to itself through API Gateway before a room is queued
+# (docs/scaling.md): ~0.16 s at 20 ms a post from 64 threads.
+API_GATEWAY_INLINE_LIMIT = 500
+
+
 class Sender(Protocol):
-    """Sends to connections of one API stage."""
+    """Sends to connections of one API stage.
+
+    ``inline_limit``: how many recipients of one event the invocation that produced it should
+    post to itself before it hands the room to the fan-out queue; None for any number.
+    """
+
+    inline_limit: int | None
 
     def post(self, connection_id: str, data: bytes) -> None:
         """Send one message; raises GoneConnection or DeliveryError."""

@@ -51,11 +51,14 @@ class FanoutSettings:
     """When a room's delivery is queued, and how big its jobs are.
 
     ``inline_limit``: rooms of at most this many recipients are posted to inside the
-    invocation that produced the event (lowest latency; at ~20 ms a post and 64 threads, 500
-    recipients take ~0.16 s). ``page_size``: recipients per deliver job; 500 ids of ~16
-    characters plus a 4,000-character frame is ~30 KiB, far under SQS's 256 KiB.
+    invocation that produced the event (lowest latency); None (the default, "auto") leaves it
+    to the sender: ``Sender.inline_limit``, 500 for API Gateway (at ~20 ms a post and 64
+    threads, ~0.16 s) and no limit for the local gateway's channel, which posts a whole room
+    in one call with no account throttle or 29 s wall to stay under. ``page_size``:
+    recipients per deliver job; 500 ids of ~16 characters plus a 4,000-character frame is
+    ~30 KiB, far under SQS's 256 KiB.
     ``plan_pages``: pages one plan job reads before handing the rest of the room on (a plan
-    job at the back of the queue, so concurrent rooms take turns). 10 pages (5,000 ids) are
+    job amid its pages, so concurrent rooms take turns). 10 pages (5,000 ids) are
     one DynamoDB Query and a few SendMessageBatch calls, ~20 ms, while delivering them takes
     0.5 s at 9,000 posts a second: the next plan job is always there before the pages run
     out. (W6 measured a plan job of 50,000 ids at 144 ms.)
@@ -63,13 +66,18 @@ class FanoutSettings:
     reports itself failed (and SQS's redelivery and dead-letter queue take over).
     """
 
-    inline_limit: int = 500
+    inline_limit: int | None = None
     page_size: int = 500
     plan_pages: int = 10
     retries: int = 4
 
     def __post_init__(self) -> None:
-        if self.inline_limit < 0 or self.page_size < 1 or self.plan_pages < 1 or self.retries < 0:
+        if (
+            (self.inline_limit is not None and self.inline_limit < 0)
+            or self.page_size < 1
+            or self.plan_pages < 1
+            or self.retries < 0
+        ):
             raise ValueError(f"fan-out settings out of range: {self}")
 
 

@@ -56,6 +56,10 @@ class LambdaContext:
 class PipeChannel:
     """The Sender the worker registers for the local fast path: calls go to the gateway."""
 
+    # One call posts to a whole room, with no account throttle or 29 s integration limit to
+    # stay under: no room needs the fan-out queue (unless FanoutInlineLimit says otherwise).
+    inline_limit: int | None = None
+
     def __init__(self, write: Callable[[dict[str, Any]], None]) -> None:
         self._write = write
         self._ids = itertools.count(1)
