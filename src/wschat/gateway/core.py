@@ -96,6 +96,8 @@ class ConnectionInfo:
     last_active_ms: int = 0
     user_agent: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # What the $connect authorizer allowed: principalId and its context, on every later event.
+    authorizer: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ def _request_context(
         "domainName": stage.domain_name,
         "connectionId": conn.connection_id,
         "apiId": stage.api_id,
+        **({"authorizer": dict(conn.authorizer)} if conn.authorizer is not None else {}),
     }
 
 

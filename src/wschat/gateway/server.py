@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from wschat.delivery.sigv4 import Credentials
-from wschat.gateway import core, http, iam, management, sqs_api
+from wschat.gateway import authorizers, core, http, iam, management, sqs_api
 from wschat.gateway.connection import ClientProtocol, WebSocketConnection, frame_for
 from wschat.gateway.event_sources import EventSourceCounters, Poller
 from wschat.gateway.queues import QueueError, QueueStore
-from wschat.gateway.spec import ApiSpec, FunctionSpec, RouteSpec
+from wschat.gateway.spec import ApiSpec, AuthorizerSpec, FunctionSpec, RouteSpec
 from wschat.gateway.workers import FunctionPool, InvocationResult
 
 log = logging.getLogger("wschat.gateway")
@@ -349,12 +349,25 @@ class Gateway:
     async def authorize_connection(
         self, ws: WebSocketConnection, request: http.Request
     ) -> tuple[int, dict[str, str]]:
-        """Run ``$connect``; its status decides the handshake (non-2xx refuses it)."""
+        """Run the ``$connect`` route's authorizer, then ``$connect``; their statuses decide
+        the handshake (non-2xx refuses it)."""
         if not self.accepting:
             return 503, {}
         route = self.config.api.routes.get(core.CONNECT)
         if route is None:
             return 200, {}
+        if route.authorizer is not None:
+            decision = await self._authorize(route.authorizer, ws)
+            if not decision.allowed:
+                log.info(
+                    "%s refused by authorizer %s: %s %s",
+                    ws.connection_id,
+                    route.authorizer.name,
+                    decision.status,
+                    decision.reason,
+                )
+                return decision.status, {}
+            ws.info.authorizer = decision.authorizer
         event = core.connect_event(self.stage_info, ws.info, int(time.time() * 1000))
         result = await self._invoke_within_integration_timeout(route, event)
         if result is None:
@@ -362,6 +375,29 @@ class Gateway:
         if not result.ok:
             return 500, {}
         return core.status_of(result.value), core.connect_response_headers(result.value)
+
+    async def _authorize(
+        self, authorizer: AuthorizerSpec, ws: WebSocketConnection
+    ) -> authorizers.Decision:
+        """What API Gateway's REQUEST authorizer step decides for this handshake."""
+        query: dict[str, list[str]] = {}
+        for name, value in ws.info.query:
+            query.setdefault(name, []).append(value)
+        missing = authorizers.missing_identity(authorizer.identity_sources, ws.info.headers, query)
+        if missing is not None:
+            return authorizers.Decision(401, reason=f"identity source {missing} missing")
+        arn = authorizers.method_arn(self.region, self.config.api_id, self.config.stage)
+        context = core.connect_event(self.stage_info, ws.info, int(time.time() * 1000))
+        event = authorizers.request_event(arn, ws.info.headers, query, context["requestContext"])
+        pool = self.pools[authorizer.function.name]
+        task = asyncio.ensure_future(pool.invoke(event))
+        done, _ = await asyncio.wait({task}, timeout=self.config.limits.integration_timeout)
+        if not done:
+            return authorizers.Decision(500, reason="the authorizer timed out")
+        result = task.result()
+        if not result.ok:
+            return authorizers.failure((result.error or {}).get("errorMessage"))
+        return authorizers.decide(result.value, arn)
 
     async def _invoke_within_integration_timeout(
         self, route: RouteSpec, event: dict[str, Any]

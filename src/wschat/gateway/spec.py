@@ -25,13 +25,24 @@ class FunctionSpec:
 
 
 @dataclass(frozen=True)
+class AuthorizerSpec:
+    """A Lambda REQUEST authorizer (``AWS::ApiGatewayV2::Authorizer``) on ``$connect``."""
+
+    name: str  # the template's logical id
+    function: FunctionSpec
+    identity_sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class RouteSpec:
     """One route key bound to a function; ``two_way`` when the route has a route response,
-    in which case the handler's returned ``body`` is sent back to the caller."""
+    in which case the handler's returned ``body`` is sent back to the caller; ``authorizer``
+    (``$connect`` only) runs before it."""
 
     route_key: str
     function: FunctionSpec
     two_way: bool = False
+    authorizer: AuthorizerSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +107,8 @@ class ApiSpec:
         seen: dict[str, FunctionSpec] = {}
         for route in self.routes.values():
             seen.setdefault(route.function.name, route.function)
+            if route.authorizer is not None:
+                seen.setdefault(route.authorizer.function.name, route.authorizer.function)
         for source in self.event_sources:
             seen.setdefault(source.function.name, source.function)
         return list(seen.values())

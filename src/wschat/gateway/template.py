@@ -20,12 +20,14 @@ from typing import Any, Final
 
 import yaml
 
+from wschat.gateway.authorizers import AuthorizerConfigError, check_identity_sources
 from wschat.gateway.intrinsics import FUNCTION_TYPES, QUEUE_TYPE, Resolver, TemplateError
 from wschat.gateway.spec import (
     DEFAULT_MEMORY_MB,
     DEFAULT_ROUTE_SELECTION,
     DEFAULT_TIMEOUT_SECONDS,
     ApiSpec,
+    AuthorizerSpec,
     EventSourceSpec,
     FunctionSpec,
     QueueSpec,
@@ -43,6 +45,7 @@ __all__ = [
 
 _API: Final = "AWS::ApiGatewayV2::Api"
 _ROUTE: Final = "AWS::ApiGatewayV2::Route"
+_AUTHORIZER: Final = "AWS::ApiGatewayV2::Authorizer"
 _ROUTE_RESPONSE: Final = "AWS::ApiGatewayV2::RouteResponse"
 _INTEGRATION: Final = "AWS::ApiGatewayV2::Integration"
 _SAM_FUNCTION: Final = "AWS::Serverless::Function"
@@ -391,8 +394,53 @@ class _TemplateReader:
             )
             integration_id = self.route_integration(logical_id, properties, api_id)
             function = self.function(self.integration_function(integration_id))
-            routes[route_key] = RouteSpec(route_key, function, two_way=two_way)
+            authorizer = self.route_authorizer(logical_id, properties, route_key, api_id)
+            routes[route_key] = RouteSpec(
+                route_key, function, two_way=two_way, authorizer=authorizer
+            )
         return routes
+
+    def route_authorizer(
+        self, logical_id: str, properties: dict[str, Any], route_key: str, api_id: str
+    ) -> AuthorizerSpec | None:
+        """The route's Lambda REQUEST authorizer, if its AuthorizationType is CUSTOM."""
+        where = f"route {logical_id}"
+        kind = str(self.resolver.resolve(properties.get("AuthorizationType") or "NONE", where))
+        if kind == "NONE":
+            return None
+        if route_key != "$connect":
+            raise self.error(where, f"AuthorizationType {kind}: only $connect can be authorized")
+        if kind == "AWS_IAM":
+            raise self.error(
+                where,
+                "AuthorizationType AWS_IAM (SigV4-signed handshakes) is not emulated locally;"
+                " use a Lambda REQUEST authorizer (CUSTOM) or NONE",
+            )
+        if kind != "CUSTOM":
+            raise self.error(where, f"AuthorizationType {kind!r} is not NONE, AWS_IAM or CUSTOM")
+        raw = properties.get("AuthorizerId")
+        authorizer_id = raw.get("Ref") if isinstance(raw, dict) else raw
+        resource = self.resources.get(str(authorizer_id))
+        if resource is None or resource["Type"] != _AUTHORIZER:
+            raise self.error(where, f"AuthorizerId {raw!r} is not an {_AUTHORIZER} here")
+        at = f"authorizer {authorizer_id}"
+        authorizer = resource.get("Properties") or {}
+        if not self.belongs(authorizer, api_id, at):
+            raise self.error(at, "belongs to another API")
+        if self.resolver.resolve(authorizer.get("AuthorizerType"), at) != "REQUEST":
+            raise self.error(at, "only AuthorizerType REQUEST (a Lambda function) is run locally")
+        uri = self.resolver.resolve_string(authorizer.get("AuthorizerUri"), at, "AuthorizerUri")
+        sources = self.resolver.resolve(authorizer.get("IdentitySource") or [], at)
+        if isinstance(sources, str):
+            sources = [part.strip() for part in sources.split(",") if part.strip()]
+        if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
+            raise self.error(at, "IdentitySource must be a list of strings")
+        try:
+            check_identity_sources(sources)
+        except AuthorizerConfigError as exc:
+            raise self.error(at, str(exc)) from None
+        function = self.function(self.function_invoked_by(uri, at, "AuthorizerUri"))
+        return AuthorizerSpec(str(authorizer_id), function, tuple(sources))
 
     def route_integration(self, logical_id: str, properties: dict[str, Any], api_id: str) -> str:
         """The logical id of the integration a route targets."""
@@ -425,17 +473,21 @@ class _TemplateReader:
                 where, f"IntegrationType {kind} is not run locally; only AWS_PROXY (Lambda proxy)"
             )
         uri = self.resolver.resolve_string(integration.get("IntegrationUri"), where, "URI")
+        return self.function_invoked_by(uri, where, "IntegrationUri")
+
+    def function_invoked_by(self, uri: str, where: str, key: str) -> str:
+        """The logical id of the template's function an invocation URI (or ARN) names."""
         invocation = _INVOCATION_URI.match(uri)
         function_arn = _FUNCTION_ARN.match(invocation.group(1) if invocation else uri)
         if function_arn is None:
-            raise self.error(where, f"IntegrationUri {uri!r} does not invoke a Lambda function")
+            raise self.error(where, f"{key} {uri!r} does not invoke a Lambda function")
         function_name = function_arn.group(1)
         for function_id, resource in self.resources.items():
             if resource["Type"] in FUNCTION_TYPES and function_name == self.function_name(
                 function_id
             ):
                 return function_id
-        raise self.error(where, f"IntegrationUri invokes {function_name!r}, not in this template")
+        raise self.error(where, f"{key} invokes {function_name!r}, not in this template")
 
     def function_name(self, logical_id: str) -> str | None:
         """A function's name as its ARN carries it, None when it cannot be known locally (then
