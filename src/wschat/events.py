@@ -91,3 +91,10 @@ class WebSocketEvent:
     def disconnect_reason(self) -> str | None:
         value = self._context.get("disconnectReason")
         return None if value is None else str(value)
+
+    @property
+    def authorizer(self) -> Mapping[str, Any] | None:
+        """What the ``$connect`` authorizer allowed: ``principalId`` and its ``context``
+        values, on every event of the connection; None without an authorizer."""
+        value = self._context.get("authorizer")
+        return value if isinstance(value, Mapping) else None

@@ -240,3 +240,11 @@ def test_websocket_events_get_fresh_request_and_message_ids() -> None:
     assert first["requestContext"]["requestId"] != second["requestContext"]["requestId"]
     assert first["requestContext"]["messageId"] != second["requestContext"]["messageId"]
     assert json.loads(first["body"])["message"] == "1"
+
+
+def test_the_authorizer_of_a_connection_is_on_its_events() -> None:
+    event = load_event("send_message")
+    assert WebSocketEvent(event).authorizer is None
+    context = {"principalId": "user-1", "user": "minji", "admin": False}
+    event["requestContext"]["authorizer"] = context
+    assert WebSocketEvent(event).authorizer == context
