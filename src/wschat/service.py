@@ -145,9 +145,22 @@ class ChatService:
 
     # --- $connect / $disconnect --------------------------------------------------------------
 
-    def connect(self, connection_id: str, connected_at_ms: int, query: Mapping[str, str]) -> str:
-        """Register a connection; returns its name. AuthError or ProtocolError refuse it."""
-        if self.config.auth_secret is not None:
+    def connect(
+        self,
+        connection_id: str,
+        connected_at_ms: int,
+        query: Mapping[str, str],
+        authorizer: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Register a connection; returns its name. AuthError or ProtocolError refuse it.
+
+        The name comes from, in order: the ``$connect`` authorizer's context (``name``: the
+        authorizer checked the caller, so it is not checked again here), the token when auth
+        is on (``WSCHAT_AUTH_SECRET``), ``?name=``, else a guest name."""
+        authorized = authorized_name(authorizer)
+        if authorized is not None:
+            name = protocol.check_name(authorized, "$connect")
+        elif self.config.auth_secret is not None:
             name = verify_token(query.get("token"), self.config.auth_secret)
         elif query.get("name"):
             name = protocol.check_name(query["name"], "$connect")
@@ -185,9 +198,15 @@ class ChatService:
     # --- actions -----------------------------------------------------------------------------
 
     def handle(
-        self, connection_id: str, body: str | None, *, allowed: Collection[str] | None = None
+        self,
+        connection_id: str,
+        body: str | None,
+        *,
+        allowed: Collection[str] | None = None,
+        authorizer: Mapping[str, Any] | None = None,
     ) -> Outcome:
-        """Run one client frame. ProtocolError means nothing was done; the caller replies."""
+        """Run one client frame. ProtocolError means nothing was done; the caller replies.
+        ``authorizer``: the connection's requestContext.authorizer, on every event of it."""
         command = protocol.parse_command(body, max_chars=self.config.max_message_chars)
         if allowed is not None and command.ACTION not in allowed:
             # API Gateway routed the frame here by its action, so this cannot happen on AWS;
@@ -217,6 +236,10 @@ class ChatService:
             case protocol.Leave():
                 self._leave(connection, command.room, outcome)
             case protocol.SetName():
+                if authorized_name(authorizer) is not None:
+                    raise ProtocolError(
+                        protocol.UNAUTHORIZED, "your name comes from your sign-in", command.ACTION
+                    )
                 self._set_name(connection, command.name, outcome)
             case protocol.History():
                 self._history(connection, command)
@@ -639,6 +662,12 @@ def _another_connection_named(name: str, connection_id: str) -> Callable[[list[M
 
 def _still_present(name: str) -> Callable[[list[Member]], bool]:
     return lambda members: any(m.name == name for m in members)
+
+
+def authorized_name(authorizer: Mapping[str, Any] | None) -> str | None:
+    """The user name a ``$connect`` authorizer put in its context (``name``), if any."""
+    name = (authorizer or {}).get("name")
+    return name if isinstance(name, str) and name else None
 
 
 def guest_name(connection_id: str) -> str:

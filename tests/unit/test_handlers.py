@@ -1133,3 +1133,51 @@ def test_every_log_line_names_connection_and_request(
         assert line["connection_id"] == THIRD_ID
         assert line["request_id"] == event["requestContext"]["requestId"]
         assert line["route"] == route_key
+
+
+# --- a $connect authorizer ------------------------------------------------------------------
+
+AUTHORIZED = {"principalId": "sub-123", "name": "minji", "email_verified": True}
+
+
+def authorized(event: dict[str, Any]) -> dict[str, Any]:
+    event["requestContext"]["authorizer"] = dict(AUTHORIZED)  # as on every event of it
+    return event
+
+
+def test_connect_takes_the_name_from_the_authorizer_over_the_query(
+    store: SqliteStore, context: LambdaContext
+) -> None:
+    event = authorized(websocket_event("$connect", connection_id=SENDER_ID, query={"name": "x"}))
+
+    assert connect.lambda_handler(event, context) == {"statusCode": 200}
+
+    record = store.get_connection(SENDER_ID)
+    assert record is not None and record.name == "minji"
+
+
+def test_an_authorizer_name_that_is_not_a_valid_name_refuses_the_handshake(
+    store: SqliteStore, context: LambdaContext
+) -> None:
+    event = websocket_event("$connect", connection_id=SENDER_ID)
+    event["requestContext"]["authorizer"] = {"principalId": "p", "name": "x" * 500}
+
+    assert connect.lambda_handler(event, context)["statusCode"] == 400
+    assert store.get_connection(SENDER_ID) is None
+
+
+def test_with_an_authorizer_set_name_replies_unauthorized(
+    store: SqliteStore, sender: RecordingSender, context: LambdaContext
+) -> None:
+    connect.lambda_handler(
+        authorized(websocket_event("$connect", connection_id=SENDER_ID)), context
+    )
+    sender.clear()
+    event = authorized(websocket_event("setName", {"action": "setName", "name": "jun"}))
+    event["requestContext"]["connectionId"] = SENDER_ID
+
+    response = HANDLERS["setName"](event, context)
+
+    assert assert_rejected(response, sender, protocol.UNAUTHORIZED)["action"] == "setName"
+    record = store.get_connection(SENDER_ID)
+    assert record is not None and record.name == "minji"

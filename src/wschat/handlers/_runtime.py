@@ -88,7 +88,9 @@ def run_action(
     event = WebSocketEvent(raw_event)
     log = bind_invocation(event, context)
     try:
-        outcome = service_for(event).handle(event.connection_id, event.body, allowed=allowed)
+        outcome = service_for(event).handle(
+            event.connection_id, event.body, allowed=allowed, authorizer=event.authorizer
+        )
     except ProtocolError as error:
         log.info("frame rejected", extra={"code": error.code, "detail": error.message})
         reply_error(event, error)

@@ -17,7 +17,9 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     ws = WebSocketEvent(event)
     log = bind_invocation(ws, context)
     try:
-        name = _runtime.service_for(ws).connect(ws.connection_id, ws.connected_at, ws.query)
+        name = _runtime.service_for(ws).connect(
+            ws.connection_id, ws.connected_at, ws.query, ws.authorizer
+        )
     except AuthError as exc:
         # A non-2xx from $connect makes API Gateway refuse the handshake with that status.
         log.info("connect refused", extra={"status": exc.status, "reason": exc.reason})
