@@ -412,9 +412,9 @@ class ChatService:
     ) -> list[str]:
         """The one deliverer of every event to a room: a message, joined, left, renamed.
 
-        A room of at most the inline limit (``fanout.inline_limit``, else the sender's) of
-        recipients is posted to here and now (with
-        the caller's ``ack`` first, in the same sender call). A bigger room is handed to the
+        A room within the inline limit (``fanout.inline_limit``, else the sender's) is posted
+        to here and now, the caller's ``ack`` first in the same sender call. A bigger room is
+        handed to the
         queue as one plan job, and the ack is sent once the queue has it; when there is no
         queue, or it cannot take the job, this invocation posts to the room page by page: the
         message is stored already, so the ack is true either way, and live readers still get
@@ -465,7 +465,7 @@ class ChatService:
     ) -> list[str]:
         """Post to a whole room from this invocation, a stretch of member ids at a time (a
         plan job's worth: memory stays bounded, and the thread pool stays full)."""
-        page_size = self.config.fanout.page_size * self.config.fanout.plan_pages
+        page_size = self.config.fanout.stretch
         gone: list[str] = []
         after: str | None = None
         while True:
@@ -524,8 +524,8 @@ class ChatService:
         among them, after the first half: behind pages of its own room, so rooms sent at once
         take turns on the queue (it hands out jobs about in the order sent) instead of the
         first room's whole chain going first, and ahead of the second half, so the next pages
-        are planned while these are still being posted; QueueUnavailable
-        or a StoreError propagate, and the job is run again. A deliver job posts its page,
+        are planned while these are still being posted; QueueUnavailable or a StoreError
+        propagate, and the job is run again. A deliver job posts its page,
         retrying throttles until ``deadline`` (a ``time.monotonic()`` value). The recipients
         it did not reach are queued again as a job of their own, later (``outcome.requeued``),
         so those reached get no second copy; ``failed`` in the outcome counts those that could
@@ -569,7 +569,7 @@ class ChatService:
         settings = self.config.fanout
         # One read for the whole stretch (the adapter follows DynamoDB's 1 MB pages, ~40,000
         # ids each), cut into pages here: fewer round trips than a Query per page.
-        stretch = settings.page_size * settings.plan_pages
+        stretch = settings.stretch
         ids = self.store.room_member_ids(job.room, after=job.after, limit=stretch)
         jobs: list[FanoutJob] = []
         recipients = [cid for cid in ids if cid not in job.exclude]

@@ -13,11 +13,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import boto3
 import pytest
-from tests.conftest import TEST_REGION
 from tests.integration.conftest import wait_for
 from tests.support.moto_server import free_port
+from tests.support.sqs import depth, sqs_client
 
 if TYPE_CHECKING:
     from tests.integration.chat_fixtures import ChatGateway
@@ -35,23 +34,12 @@ def delivery_counters(gateway: ChatGateway) -> Any:
 
 def settled(gateway: ChatGateway) -> Any:
     """The delivery counters once the fan-out queue is empty and every job it gave is done."""
-    sqs = boto3.client(
-        "sqs",
-        endpoint_url=gateway.running.gateway.sqs_endpoint,
-        region_name=TEST_REGION,
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
+    sqs = sqs_client(gateway.running.gateway.sqs_endpoint)
     url = sqs.get_queue_url(QueueName="local-fanout")["QueueUrl"]
 
     def empty() -> bool:
-        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
         counters = delivery_counters(gateway)
-        return (
-            attributes["ApproximateNumberOfMessages"] == "0"
-            and attributes["ApproximateNumberOfMessagesNotVisible"] == "0"
-            and counters.records == counters.deleted
-        )
+        return depth(sqs, url) == 0 and counters.records == counters.deleted
 
     wait_for(empty, what="the fan-out queue to empty")
     return delivery_counters(gateway)

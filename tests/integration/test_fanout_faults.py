@@ -14,6 +14,7 @@ against moto_server in tests/integration/test_gateway_sqs.py's contract test.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -24,11 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from tests.conftest import TEST_REGION
 from tests.integration.conftest import REPO, RunningGateway, running_gateway, wait_for
 from tests.support.connections_endpoint import ConnectionsEndpoint
+from tests.support.sqs import depth, sqs_client
 
 from wschat.delivery.jobs import FanoutJob
 from wschat.gateway import core
@@ -120,18 +120,7 @@ class Pipeline:
             self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=job.to_json())
 
     def depth(self, url: str) -> int:
-        attributes = self.sqs.get_queue_attributes(
-            QueueUrl=url,
-            AttributeNames=["All"],
-        )["Attributes"]
-        return sum(
-            int(attributes[name])
-            for name in (
-                "ApproximateNumberOfMessages",
-                "ApproximateNumberOfMessagesNotVisible",
-                "ApproximateNumberOfMessagesDelayed",
-            )
-        )
+        return depth(self.sqs, url)
 
     def posts(self) -> Counter[str]:
         return Counter(cid for cid, _ in self.endpoint.received())
@@ -176,29 +165,19 @@ def endpoint() -> Iterator[ConnectionsEndpoint]:
         yield served
 
 
-def pipeline_for(tmp_path: Path, endpoint: ConnectionsEndpoint, **parameters: str) -> Any:
+@contextlib.contextmanager
+def pipeline_for(
+    tmp_path: Path, endpoint: ConnectionsEndpoint, **parameters: str
+) -> Iterator[Pipeline]:
     store, gateway = start_pipeline(tmp_path, endpoint, **parameters)
-
-    class Context:
-        def __enter__(self) -> Pipeline:
-            running = gateway.__enter__()
-            self.running = running
-            sqs = boto3.client(
-                "sqs",
-                endpoint_url=running.gateway.sqs_endpoint,
-                region_name=TEST_REGION,
-                aws_access_key_id="local",
-                aws_secret_access_key="local",
-            )
+    try:
+        with gateway as running:
+            sqs = sqs_client(running.gateway.sqs_endpoint)
             queue_url = sqs.get_queue_url(QueueName="fanout")["QueueUrl"]
             dlq_url = sqs.get_queue_url(QueueName="fanout-dlq")["QueueUrl"]
-            return Pipeline(running, endpoint, store, sqs, queue_url, dlq_url)
-
-        def __exit__(self, *exc: Any) -> None:
-            gateway.__exit__(*exc)
-            store.close()
-
-    return Context()
+            yield Pipeline(running, endpoint, store, sqs, queue_url, dlq_url)
+    finally:
+        store.close()
 
 
 def members(count: int, prefix: str = "member") -> list[str]:

@@ -20,6 +20,7 @@ import pytest
 from tests.conftest import TEST_REGION
 from tests.support.connections_endpoint import ConnectionsEndpoint
 from tests.support.events import LambdaContext
+from tests.support.sqs import depth as queue_depth
 
 import wschat.delivery
 from wschat.delivery.jobs import FanoutJob
@@ -94,18 +95,7 @@ def poll(sqs: Any, url: str, *, rounds: int = 60, quiet: int = 4) -> int:
             QueueUrl=url, MaxNumberOfMessages=5, WaitTimeSeconds=1, AttributeNames=["All"]
         ).get("Messages", [])
         if not received:
-            attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])[
-                "Attributes"
-            ]
-            left = sum(
-                int(attributes[name])
-                for name in (
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                    "ApproximateNumberOfMessagesDelayed",
-                )
-            )
-            empty_polls = empty_polls + 1 if left == 0 else 0
+            empty_polls = empty_polls + 1 if queue_depth(sqs, url) == 0 else 0
             if empty_polls >= quiet:
                 return invocations
             continue

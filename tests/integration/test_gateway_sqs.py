@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from tests.conftest import TEST_REGION
 from tests.integration.conftest import INSPECTOR, RunningGateway, running_gateway, wait_for
+from tests.support.sqs import sqs_client
 
 from wschat.gateway import core
 from wschat.gateway.server import GatewayConfig
@@ -91,16 +91,6 @@ Parameters:
   RecordsLog: {Type: String}
   WorkerEnabled: {Type: String, Default: "true"}
 """
-
-
-def sqs_client(endpoint: str) -> Any:
-    return boto3.client(
-        "sqs",
-        endpoint_url=endpoint,
-        region_name=TEST_REGION,
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
 
 
 @pytest.fixture

@@ -71,6 +71,11 @@ class FanoutSettings:
     plan_pages: int = 10
     retries: int = 4
 
+    @property
+    def stretch(self) -> int:
+        """Member ids one plan job reads (and one inline pass posts): ``plan_pages`` pages."""
+        return self.page_size * self.plan_pages
+
     def __post_init__(self) -> None:
         if (
             (self.inline_limit is not None and self.inline_limit < 0)

@@ -262,11 +262,4 @@ class Poller:
             deleted,
             (time.perf_counter() - started) * 1000,
         )
-        if not result.ok and result.error:
-            log.error(
-                "%s failed: %s: %s\n%s",
-                spec.function.name,
-                result.error.get("errorType"),
-                result.error.get("errorMessage"),
-                "".join(result.error.get("stackTrace") or []),
-            )
+        result.log_failure(log, spec.function.name)

@@ -336,14 +336,7 @@ class Gateway:
             status if result.ok else result.error_type,
             result.duration_ms,
         )
-        if not result.ok and result.error:
-            log.error(
-                "%s failed: %s: %s\n%s",
-                route.function.name,
-                result.error.get("errorType"),
-                result.error.get("errorMessage"),
-                "".join(result.error.get("stackTrace") or []),
-            )
+        result.log_failure(log, route.function.name)
         return result
 
     async def authorize_connection(

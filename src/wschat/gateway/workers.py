@@ -43,6 +43,18 @@ class InvocationResult:
     def error_type(self) -> str:
         return str((self.error or {}).get("errorType", ""))
 
+    def log_failure(self, logger: logging.Logger, function_name: str) -> None:
+        """The function's error and stack trace, as Lambda writes them to its log, if any."""
+        if self.ok or not self.error:
+            return
+        logger.error(
+            "%s failed: %s: %s\n%s",
+            function_name,
+            self.error.get("errorType"),
+            self.error.get("errorMessage"),
+            "".join(self.error.get("stackTrace") or []),
+        )
+
 
 class WorkerCrashed(Exception):
     pass
