@@ -61,7 +61,7 @@ class FanoutSettings:
     job amid its pages, so concurrent rooms take turns). 10 pages (5,000 ids) are
     one DynamoDB Query and a few SendMessageBatch calls, ~20 ms, while delivering them takes
     0.5 s at 9,000 posts a second: the next plan job is always there before the pages run
-    out. (W6 measured a plan job of 50,000 ids at 144 ms.)
+    out (W6 measures the plan job: bench/workloads/w6_aws_scale.py).
     ``retries``: later deliver jobs of its unreached recipients a job may queue before it
     reports itself failed (and SQS's redelivery and dead-letter queue take over).
     """
