@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from wschat import protocol
-from wschat.auth import AuthError, verify_token
+from wschat.auth import AuthError, AuthSettings
 from wschat.delivery.base import DeliveryError, FanoutResult, GoneConnection, Sender
 from wschat.delivery.jobs import (
     FanoutJob,
@@ -65,7 +65,9 @@ class ChatConfig:
     max_message_chars: int = protocol.MAX_MESSAGE_CHARS
     rate_limit: RateLimit = field(default_factory=RateLimit)
     message_ttl_seconds: int = DEFAULT_MESSAGE_TTL_SECONDS
-    auth_secret: str | None = None
+    # Sign-in is on (a secret or an issuer is configured): the $connect authorizer must have
+    # named the user, and names are not claims.
+    auth_required: bool = False
     # Rooms bigger than this get no joined/left/renamed events (``who`` still answers):
     # announcing every arrival to every member costs O(members²) posts in a big room.
     presence_event_limit: int = 500
@@ -87,7 +89,7 @@ class ChatConfig:
                 float(env.get("WSCHAT_MESSAGE_TTL_DAYS", defaults.message_ttl_seconds / 86400))
                 * 86400
             ),
-            auth_secret=env.get("WSCHAT_AUTH_SECRET") or None,
+            auth_required=AuthSettings.from_env(env).enabled,
             presence_event_limit=int(
                 env.get("WSCHAT_PRESENCE_EVENT_LIMIT", defaults.presence_event_limit)
             ),
@@ -154,14 +156,17 @@ class ChatService:
     ) -> str:
         """Register a connection; returns its name. AuthError or ProtocolError refuse it.
 
-        The name comes from, in order: the ``$connect`` authorizer's context (``name``: the
-        authorizer checked the caller, so it is not checked again here), the token when auth
-        is on (``WSCHAT_AUTH_SECRET``), ``?name=``, else a guest name."""
+        The name comes from the ``$connect`` authorizer's context (``name``; the authorizer
+        checked the token, wschat.handlers.authorize). With sign-in off: ``?name=``, else a
+        guest name."""
         authorized = authorized_name(authorizer)
         if authorized is not None:
             name = protocol.check_name(authorized, "$connect")
-        elif self.config.auth_secret is not None:
-            name = verify_token(query.get("token"), self.config.auth_secret)
+        elif self.config.auth_required:
+            # Fail closed: a $connect route without the authorizer must not let anyone in.
+            raise AuthError(
+                401, "sign-in is on but $connect has no authorizer: nobody checked a token"
+            )
         elif query.get("name"):
             name = protocol.check_name(query["name"], "$connect")
         else:
@@ -337,9 +342,9 @@ class ChatService:
         self.reply(connection.connection_id, event)
 
     def _set_name(self, connection: Connection, name: str, outcome: Outcome) -> None:
-        if self.config.auth_secret is not None:
+        if self.config.auth_required:
             raise ProtocolError(
-                protocol.UNAUTHORIZED, "names come from your token here", protocol.SetName.ACTION
+                protocol.UNAUTHORIZED, "names come from your sign-in here", protocol.SetName.ACTION
             )
         renamed = self.store.rename_connection(connection.connection_id, name)
         if renamed is None:

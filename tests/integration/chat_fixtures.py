@@ -43,6 +43,7 @@ from wschat.cli import OWN_ROUTES
 from wschat.gateway.server import GatewayConfig
 from wschat.gateway.spec import ApiSpec, FunctionSpec
 from wschat.gateway.template import api_from_routes, load_api
+from wschat.storage.sqlite import SqliteStore
 
 # The shared gateway lets one connection send far more than the default 20-frame burst, so tests
 # that send 50 messages measure the chat, not the rate limit (tests of the limit lower it).
@@ -52,9 +53,10 @@ STORE_TABLES = ("chat-messages", "chat-rooms", "chat-members", "websocket-connec
 AUTH_SECRET = "end-to-end-test-secret-at-least-32-bytes"
 
 
-def chat_api() -> ApiSpec:
-    """The project's template.yaml if it routes every chat action, else ``cli.OWN_ROUTES``."""
-    api = load_api(PROJECT_TEMPLATE)
+def chat_api(parameters: Mapping[str, str] | None = None) -> ApiSpec:
+    """The project's template.yaml (with ``parameters``) if it routes every chat action, else
+    ``cli.OWN_ROUTES``."""
+    api = load_api(PROJECT_TEMPLATE, parameters=dict(parameters or {}))
     if set(protocol.ACTIONS) <= api.routes.keys():
         return api
     return api_from_routes(
@@ -164,17 +166,20 @@ def chat_gateway(
     data_dir: Path,
     *,
     env: Mapping[str, str] | None = None,
+    parameters: Mapping[str, str] | None = None,
     unopenable_store_for: Collection[str] = (),
 ) -> Iterator[ChatGateway]:
-    """A chat gateway on ``data_dir/wschat.sqlite3``; ``env`` is added to every function's
-    environment, and the functions behind the routes ``unopenable_store_for`` get a store path
-    SQLite cannot open (its directory is a file)."""
+    """A chat gateway on ``data_dir/wschat.sqlite3`` (its tables made now: a test may look
+    before any function opened it); the template gets ``parameters``; ``env`` is added to
+    every function's environment, and the functions behind the routes ``unopenable_store_for``
+    get a store path SQLite cannot open (its directory is a file)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     database = data_dir / "wschat.sqlite3"
+    SqliteStore(database).close()
     not_a_directory = data_dir / "not-a-directory"
     not_a_directory.touch()
     api = _with_store_paths(
-        chat_api(), database, not_a_directory / "wschat.sqlite3", unopenable_store_for
+        chat_api(parameters), database, not_a_directory / "wschat.sqlite3", unopenable_store_for
     )
     chat_env = {"WSCHAT_STORE": "sqlite", **RELAXED_RATE_LIMIT, **(env or {})}
     config = GatewayConfig(api=api, function_env=chat_env, shutdown_timeout=5.0)
@@ -214,14 +219,16 @@ def chat(shared_chat_gateway: ChatGateway) -> Iterator[ChatGateway]:
 
 @pytest.fixture(scope="module")
 def auth_chat_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatGateway]:
-    env = {"WSCHAT_AUTH_SECRET": AUTH_SECRET}
-    with chat_gateway(tmp_path_factory.mktemp("auth-chat"), env=env) as gateway:
+    # Sign-in on as template.yaml has it: the AuthSecret parameter puts the authorizer on
+    # $connect and the secret in the functions' environment.
+    parameters = {"AuthSecret": AUTH_SECRET}
+    with chat_gateway(tmp_path_factory.mktemp("auth-chat"), parameters=parameters) as gateway:
         yield gateway
 
 
 @pytest.fixture
 def auth_chat(auth_chat_gateway: ChatGateway) -> Iterator[ChatGateway]:
-    """A chat gateway with token auth on (``env["WSCHAT_AUTH_SECRET"]``), to itself."""
+    """A chat gateway with token auth on (the template's AuthSecret), to itself."""
     with _each_test_alone(auth_chat_gateway) as gateway:
         yield gateway
 

@@ -26,7 +26,9 @@ def _token(name: str, secret: str, *, expires_in: int = 600) -> str:
 
 
 def _secret(chat: ChatGateway) -> str:
-    return chat.env["WSCHAT_AUTH_SECRET"]
+    from tests.integration.chat_fixtures import AUTH_SECRET
+
+    return AUTH_SECRET
 
 
 def _wschat_token(*args: str) -> subprocess.CompletedProcess[str]:

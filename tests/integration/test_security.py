@@ -87,7 +87,9 @@ def _token(
     None is left out."""
     now = int(time.time())
     payload = {"sub": name, "iat": now, "exp": now + 600, **claims}
-    key = chat.env["WSCHAT_AUTH_SECRET"] if secret is None else secret
+    from tests.integration.chat_fixtures import AUTH_SECRET
+
+    key = AUTH_SECRET if secret is None else secret
     return jwt.encode({k: v for k, v in payload.items() if v is not None}, key, algorithm)
 
 

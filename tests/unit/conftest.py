@@ -27,7 +27,7 @@ from wschat.delivery.base import (
     FanoutResult,
     GoneConnection,
 )
-from wschat.handlers import _runtime
+from wschat.handlers import _runtime, authorize
 from wschat.observability import get_logger
 from wschat.protocol import ProtocolError
 from wschat.service import ChatConfig, ChatService, Outcome
@@ -210,6 +210,7 @@ def configure(store_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[...
         for name, value in env.items():
             monkeypatch.setenv(name, value)
         _runtime.config.cache_clear()
+        authorize.verifier.cache_clear()
 
     return apply
 
@@ -219,6 +220,7 @@ def _drop_cached_runtime() -> None:
         _cached_store().close()
     _cached_store.cache_clear()
     _runtime.config.cache_clear()
+    authorize.verifier.cache_clear()
     _cached_job_queue.cache_clear()
 
 

@@ -19,7 +19,16 @@ from tests.support.events import LambdaContext, load_event, websocket_event
 
 from wschat import protocol
 from wschat.auth import issue_token
-from wschat.handlers import _runtime, connect, default, disconnect, history, rooms, send_message
+from wschat.handlers import (
+    _runtime,
+    authorize,
+    connect,
+    default,
+    disconnect,
+    history,
+    rooms,
+    send_message,
+)
 from wschat.storage import CONNECTION_TTL_SECONDS, StoreError, StoreUnavailable
 from wschat.storage.sqlite import SqliteStore
 
@@ -216,7 +225,7 @@ def test_connect_with_an_invalid_name_or_room_is_refused_with_400_and_stores_not
     assert sender.posts == [], "a refused connection is announced to nobody"
 
 
-# --- $connect with auth on --------------------------------------------------------------------
+# --- $connect with sign-in on: the authorizer, then $connect with its context -------------------
 
 
 @pytest.fixture
@@ -224,14 +233,39 @@ def auth_on(configure: Configure) -> None:
     configure(WSCHAT_AUTH_SECRET=SECRET)
 
 
+def authorized_connect(connection_id: str, context: LambdaContext, **query: str) -> dict[str, Any]:
+    """What API Gateway does with a handshake: the authorizer first (an identity source
+    missing: 401 without it), then, when its policy allows, ``$connect`` with its answer in
+    requestContext.authorizer. The handshake's status."""
+    if not query.get("token"):
+        return {"statusCode": 401}
+    arn = "arn:aws:execute-api:ap-northeast-2:123456789012:abcdef1234/prod/$connect"
+    request = {
+        "type": "REQUEST",
+        "methodArn": arn,
+        "queryStringParameters": query,
+        "requestContext": {"connectionId": connection_id, "routeKey": "$connect"},
+    }
+    answer = authorize.lambda_handler(request, context)
+    [statement] = answer["policyDocument"]["Statement"]
+    if statement["Effect"] != "Allow":
+        return {"statusCode": 403}
+    event = websocket_event("$connect", connection_id=connection_id, query=query)
+    event["requestContext"]["authorizer"] = {
+        "principalId": answer["principalId"],
+        **answer["context"],
+    }
+    return connect.lambda_handler(event, context)
+
+
 @pytest.mark.usefixtures("auth_on")
-def test_with_auth_on_a_connect_without_token_is_refused_with_401(
+def test_with_sign_in_on_a_connect_no_authorizer_named_is_refused_with_401(
     store: SqliteStore, context: LambdaContext
 ) -> None:
-    response = open_connection(SENDER_ID, context, name="minji")
+    response = open_connection(SENDER_ID, context, name="minji", token=issue_token("minji", SECRET))
 
     assert response["statusCode"] == 401
-    assert "token" in response["body"]
+    assert "authorizer" in response["body"]
     assert stored_ids(store) == set()
 
 
@@ -245,20 +279,22 @@ def test_with_auth_on_a_connect_without_token_is_refused_with_401(
     ],
     ids=["forged", "expired", "malformed"],
 )
-def test_with_auth_on_a_forged_expired_or_malformed_token_is_refused_with_403(
+def test_with_sign_in_on_a_forged_expired_or_malformed_token_is_refused_with_403(
     token: str, store: SqliteStore, context: LambdaContext
 ) -> None:
-    response = open_connection(SENDER_ID, context, token=token)
+    response = authorized_connect(SENDER_ID, context, token=token)
 
     assert response["statusCode"] == 403
     assert stored_ids(store) == set()
 
 
 @pytest.mark.usefixtures("auth_on")
-def test_with_auth_on_the_name_comes_from_the_tokens_sub(
+def test_with_sign_in_on_the_name_comes_from_the_tokens_sub(
     store: SqliteStore, context: LambdaContext
 ) -> None:
-    response = open_connection(SENDER_ID, context, token=issue_token("minji", SECRET), name="jun")
+    response = authorized_connect(
+        SENDER_ID, context, token=issue_token("minji", SECRET), name="jun"
+    )
 
     assert response == {"statusCode": 200}
     record = store.get_connection(SENDER_ID)
@@ -267,10 +303,10 @@ def test_with_auth_on_the_name_comes_from_the_tokens_sub(
 
 
 @pytest.mark.usefixtures("auth_on")
-def test_with_auth_on_set_name_replies_unauthorized(
+def test_with_sign_in_on_set_name_replies_unauthorized(
     store: SqliteStore, sender: RecordingSender, context: LambdaContext
 ) -> None:
-    open_connection(SENDER_ID, context, token=issue_token("minji", SECRET))
+    authorized_connect(SENDER_ID, context, token=issue_token("minji", SECRET))
     sender.clear()
 
     response = frame("setName", context, name="jun")

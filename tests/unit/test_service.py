@@ -207,45 +207,49 @@ def test_a_message_sent_while_a_connection_is_connecting_does_not_forget_it(trio
     assert trio.store.get_connection("conn-dave") is not None
 
 
-# --- $connect with auth on --------------------------------------------------------------------
+# --- $connect with sign-in on ------------------------------------------------------------------
+# The authorizer (wschat.handlers.authorize, tests/unit/test_sign_in_tokens.py) checks tokens;
+# the service takes the name from its context, and without one refuses: fail closed.
 
 
 @pytest.fixture
 def guarded(make_chat: Callable[..., Chat]) -> Chat:
-    return make_chat(ChatConfig(auth_secret=SECRET))
+    return make_chat(ChatConfig(auth_required=True))
+
+
+def signed_in(chat: Chat, connection_id: str, user: str, **query: str) -> str:
+    """``$connect`` after the authorizer allowed ``user``."""
+    context = {"principalId": f"sub-{user}", "name": user, "sub": f"sub-{user}"}
+    return chat.service.connect(connection_id, chat.clock(), query, context)
 
 
 @pytest.mark.parametrize(
-    ("query", "status"),
-    [
-        ({}, 401),
-        ({"name": "alice"}, 401),
-        ({"token": issue_token("alice", "another-secret-of-at-least-32-bytes!!")}, 403),
-        ({"token": issue_token("alice", SECRET, ttl_seconds=-1)}, 403),
-        ({"token": "garbage"}, 403),
-    ],
-    ids=["no-token", "name-only", "forged", "expired", "malformed"],
+    "query",
+    [{}, {"name": "alice"}, {"token": issue_token("alice", SECRET)}],
+    ids=["nothing", "name-only", "token-but-no-authorizer"],
 )
-def test_with_auth_on_a_connection_without_a_valid_token_is_refused(
-    guarded: Chat, query: dict[str, str], status: int
+def test_with_sign_in_on_a_connect_the_authorizer_did_not_name_is_refused(
+    guarded: Chat, query: dict[str, str]
 ) -> None:
     with pytest.raises(AuthError) as caught:
         guarded.connect(ALICE, **query)
 
-    assert caught.value.status == status
+    assert caught.value.status == 401
     assert guarded.store.get_connection(ALICE) is None
 
 
-def test_with_auth_on_the_name_is_the_tokens_sub_whatever_the_query_says(guarded: Chat) -> None:
-    name = guarded.connect(ALICE, token=issue_token("alice", SECRET), name="mallory")
+def test_with_sign_in_on_the_name_is_the_authorizers_whatever_the_query_says(
+    guarded: Chat,
+) -> None:
+    name = signed_in(guarded, ALICE, "alice", name="mallory")
 
     assert name == "alice"
     assert name_of(guarded, ALICE) == "alice"
 
 
-def test_with_auth_on_set_name_is_unauthorized_and_changes_nothing(guarded: Chat) -> None:
-    guarded.connect(ALICE, token=issue_token("alice", SECRET))
-    guarded.connect(BOB, token=issue_token("bob", SECRET))
+def test_with_sign_in_on_set_name_is_unauthorized_and_changes_nothing(guarded: Chat) -> None:
+    signed_in(guarded, ALICE, "alice")
+    signed_in(guarded, BOB, "bob")
     guarded.sender.clear()
 
     error = guarded.refused(ALICE, "setName", name="bob2")

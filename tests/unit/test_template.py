@@ -33,6 +33,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from wschat import protocol
+from wschat.auth import AuthSettings
 from wschat.gateway.template import load_api, read_template
 from wschat.service import ChatConfig
 from wschat.storage.base import TableNames
@@ -99,7 +100,13 @@ HANDLERS = {
 }
 # Functions no route invokes: the SQS event source of the fan-out queue runs this one.
 QUEUE_HANDLERS = {"DeliveryFunction": "wschat.handlers.deliver.lambda_handler"}
-ALL_HANDLERS = {**HANDLERS, **QUEUE_HANDLERS}
+# Functions outside the chat service: the $connect authorizer (API Gateway invokes it before
+# $connect, when sign-in is on) and the page (behind the HTTP API PageApi).
+EDGE_HANDLERS = {
+    "AuthorizeFunction": "wschat.handlers.authorize.lambda_handler",
+    "PageFunction": "wschat.handlers.page.lambda_handler",
+}
+ALL_HANDLERS = {**HANDLERS, **QUEUE_HANDLERS, **EDGE_HANDLERS}
 
 # What each ChatStore method asks of DynamoDB (src/wschat/storage/dynamodb.py), as IAM actions
 # on resources. A TransactWriteItems has no IAM action of its own: each Put / Update / Delete in
@@ -218,6 +225,10 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
         POST: {"execute-api:ManageConnections"},
         FANOUT: {"sqs:SendMessage"},
     },
+    # No store, no queue, no posts: the authorizer checks a token (its only calls are to the
+    # issuer's discovery document and JWKS, over the internet); the page serves files.
+    "AuthorizeFunction": {},
+    "PageFunction": {},
 }
 
 
@@ -700,7 +711,7 @@ def reached_store_methods(function_id: str) -> set[str]:
     return methods
 
 
-@pytest.mark.parametrize("function_id", list(ALL_HANDLERS))
+@pytest.mark.parametrize("function_id", [*HANDLERS, *QUEUE_HANDLERS])
 def test_allowed_table_is_what_the_handler_reaches(function_id: str) -> None:
     methods = reached_store_methods(function_id)
     unknown = methods - set(CALLS)
@@ -716,6 +727,25 @@ def test_allowed_table_is_what_the_handler_reaches(function_id: str) -> None:
     extra = allowed - needed
     assert not missing, f"{function_id} needs (for the store methods named): {missing}"
     assert not extra, f"{function_id} is allowed what none of {sorted(methods)} does: {extra}"
+
+
+CHAT_PACKAGES = ("wschat.service", "wschat.storage", "wschat.delivery", "wschat.handlers._runtime")
+
+
+@pytest.mark.parametrize("function_id", list(EDGE_HANDLERS))
+def test_edge_functions_import_no_store_queue_or_sender(function_id: str) -> None:
+    # Their allowed-actions entries are empty because their code cannot reach a table, the
+    # queue or @connections: it does not import what does.
+    path = ROOT / "src" / (EDGE_HANDLERS[function_id].rpartition(".")[0].replace(".", "/") + ".py")
+    imported: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            imported |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+        elif isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+    reaching = {name for name in imported if name.startswith(CHAT_PACKAGES)}
+    assert not reaching, f"{function_id} imports {reaching}"
+    assert ALLOWED[function_id] == {}
 
 
 def test_reach_follows_the_code() -> None:
@@ -924,9 +954,21 @@ def _invocation_uri(function_id: str) -> dict[str, str]:
     }
 
 
+def of_api(template: dict[str, Any], type_name: str, api: str = "Api") -> dict[str, Any]:
+    """The resources of ``type_name`` that belong to ``api`` (the WebSocket API by default)."""
+    return {
+        logical_id: resource
+        for logical_id, resource in resources_of_type(template, type_name).items()
+        if resource["Properties"]["ApiId"] == {"Ref": api}
+    }
+
+
 def test_api_selects_routes_by_action(template: dict[str, Any]) -> None:
     apis = resources_of_type(template, "AWS::ApiGatewayV2::Api")
-    assert list(apis) == ["Api"]
+    assert {k: v["Properties"]["ProtocolType"] for k, v in apis.items()} == {
+        "Api": "WEBSOCKET",
+        "PageApi": "HTTP",
+    }
     props = apis["Api"]["Properties"]
     assert props["ProtocolType"] == "WEBSOCKET"
     assert props["RouteSelectionExpression"] == "$request.body.action"
@@ -938,7 +980,7 @@ def test_every_protocol_action_has_a_route() -> None:
 
 
 def test_each_route_invokes_its_function(template: dict[str, Any]) -> None:
-    routes = resources_of_type(template, "AWS::ApiGatewayV2::Route")
+    routes = of_api(template, "AWS::ApiGatewayV2::Route")
     by_key = {route["Properties"]["RouteKey"]: route["Properties"] for route in routes.values()}
     assert len(by_key) == len(routes), "a route key is declared twice"
     assert set(by_key) == set(ROUTES)
@@ -957,7 +999,7 @@ def test_each_route_invokes_its_function(template: dict[str, Any]) -> None:
 
 
 def test_one_integration_per_function(template: dict[str, Any]) -> None:
-    integrations = resources_of_type(template, "AWS::ApiGatewayV2::Integration")
+    integrations = of_api(template, "AWS::ApiGatewayV2::Integration")
     invoked = [props["Properties"]["IntegrationUri"] for props in integrations.values()]
     assert sorted(map(json.dumps, invoked)) == sorted(
         json.dumps(_invocation_uri(function_id)) for function_id in HANDLERS
@@ -978,29 +1020,31 @@ def test_api_gateway_may_invoke_each_function_from_this_api_only(
     template: dict[str, Any],
 ) -> None:
     permissions = resources_of_type(template, "AWS::Lambda::Permission")
+    arn = "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:"
+    # The authorizer from this API's authorizer alone; the page from its HTTP API.
+    expected = {function_id: arn + "${Api}/*" for function_id in HANDLERS}
+    expected["AuthorizeFunction"] = arn + "${Api}/authorizers/${Authorizer}"
+    expected["PageFunction"] = arn + "${PageApi}/*"
     permitted = {}
     for permission in permissions.values():
         props = permission["Properties"]
         assert props["Action"] == "lambda:InvokeFunction"
         assert props["Principal"] == "apigateway.amazonaws.com"
-        source = props["SourceArn"]["Fn::Sub"]
-        assert source == (
-            "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${Api}/*"
-        ), source
-        permitted[ref_target(props["FunctionName"])] = source
+        permitted[ref_target(props["FunctionName"])] = props["SourceArn"]["Fn::Sub"]
     assert len(permitted) == len(permissions)
-    assert set(permitted) == set(HANDLERS)
+    assert permitted == expected
+    assert permissions["AuthorizePermission"]["Condition"] == "SignInOn"
 
 
 def test_stage_serves_the_current_routes_with_throttling(template: dict[str, Any]) -> None:
-    stages = resources_of_type(template, "AWS::ApiGatewayV2::Stage")
+    stages = of_api(template, "AWS::ApiGatewayV2::Stage")
     assert list(stages) == ["Stage"]
     props = stages["Stage"]["Properties"]
     assert props["ApiId"] == {"Ref": "Api"}
     assert props["StageName"] == {"Ref": "StageName"}
     assert template["Parameters"]["StageName"]["Default"] == "prod"
     # Either API Gateway redeploys on every change, or a Deployment exists after every route.
-    routes = set(resources_of_type(template, "AWS::ApiGatewayV2::Route"))
+    routes = set(of_api(template, "AWS::ApiGatewayV2::Route"))
     if props.get("AutoDeploy") is not True:
         deployment = template["Resources"][ref_target(props["DeploymentId"]) or ""]
         assert set(as_list(deployment.get("DependsOn", []))) >= routes
@@ -1020,11 +1064,91 @@ def test_outputs_name_the_urls_tables_and_functions(template: dict[str, Any]) ->
     }
     for logical_id in TABLES:
         assert outputs[f"{logical_id}Name"]["Value"] == {"Ref": logical_id}
-    for function_id in ALL_HANDLERS:
+    for function_id in [*HANDLERS, *QUEUE_HANDLERS, "PageFunction"]:
         assert outputs[f"{function_id}Arn"]["Value"] == {"Fn::GetAtt": [function_id, "Arn"]}
-    hint = outputs["ChatPageHint"]["Value"]["Fn::Sub"]
-    assert f"?ws={websocket_url}" in hint
-    assert "wschat serve" in hint and "src/wschat/web/" in hint and "S3" in hint
+    page_url = "https://${PageApi}.execute-api.${AWS::Region}.amazonaws.com/"
+    assert outputs["PageURL"]["Value"] == {"Fn::Sub": page_url}
+    for name in ("UserPoolId", "UserPoolClientId", "SignInDomain"):
+        assert outputs[name]["Condition"] == "UserPoolOn"
+
+
+def test_the_page_is_the_page_function_behind_its_http_api(template: dict[str, Any]) -> None:
+    [route] = of_api(template, "AWS::ApiGatewayV2::Route", "PageApi").values()
+    assert route["Properties"]["RouteKey"] == "$default"
+    integration_id = _integration_of(route["Properties"]["Target"])
+    assert integration_id is not None
+    integration = template["Resources"][integration_id]["Properties"]
+    assert integration["IntegrationType"] == "AWS_PROXY"
+    assert integration["IntegrationUri"] == {"Fn::GetAtt": ["PageFunction", "Arn"]}
+    assert integration["PayloadFormatVersion"] == "2.0"
+    [stage] = of_api(template, "AWS::ApiGatewayV2::Stage", "PageApi").values()
+    assert stage["Properties"]["StageName"] == "$default"
+    assert stage["Properties"]["AutoDeploy"] is True
+    page = function_properties(template, "PageFunction")["Environment"]["Variables"]
+    assert page["WSCHAT_WEBSOCKET_URL"] == {
+        "Fn::Sub": "wss://${Api}.execute-api.${AWS::Region}.amazonaws.com/${StageName}"
+    }
+
+
+def test_sign_in_puts_the_authorizer_on_connect_only(template: dict[str, Any]) -> None:
+    routes = {
+        route["Properties"]["RouteKey"]: route["Properties"]
+        for route in of_api(template, "AWS::ApiGatewayV2::Route").values()
+    }
+    connect = routes.pop("$connect")
+    assert connect["AuthorizationType"] == {"Fn::If": ["SignInOn", "CUSTOM", "NONE"]}
+    assert connect["AuthorizerId"] == {
+        "Fn::If": ["SignInOn", {"Ref": "Authorizer"}, {"Ref": "AWS::NoValue"}]
+    }
+    assert {route["AuthorizationType"] for route in routes.values()} == {"NONE"}
+    authorizer = template["Resources"]["Authorizer"]
+    assert authorizer["Condition"] == "SignInOn"
+    props = authorizer["Properties"]
+    assert props["AuthorizerType"] == "REQUEST"
+    assert props["AuthorizerUri"] == _invocation_uri("AuthorizeFunction")
+    assert props["IdentitySource"] == ["route.request.querystring.token"]
+    assert template["Resources"]["AuthorizeFunction"]["Condition"] == "SignInOn"
+
+
+@pytest.mark.parametrize(
+    ("parameters", "signed_in"),
+    [
+        ({}, False),
+        ({"AuthSecret": "a-secret-of-at-least-32-bytes-long!!"}, True),
+        ({"OidcIssuer": "https://issuer.example", "OidcAudience": "client"}, True),
+    ],
+    ids=["off", "secret", "issuer"],
+)
+def test_the_local_gateway_runs_the_authorizer_as_the_parameters_say(
+    parameters: dict[str, str], signed_in: bool
+) -> None:
+    api = load_api(TEMPLATE_PATH, parameters=parameters)
+    authorizer = api.routes["$connect"].authorizer
+    assert (authorizer is not None) == signed_in
+    if authorizer is not None:
+        assert authorizer.function.handler == EDGE_HANDLERS["AuthorizeFunction"]
+        assert authorizer.identity_sources == ("route.request.querystring.token",)
+    for function in api.functions:
+        assert ChatConfig.from_env(function.environment).auth_required == signed_in
+
+
+def test_the_user_pool_signs_in_the_page_with_pkce_only(template: dict[str, Any]) -> None:
+    resources = template["Resources"]
+    for logical_id in ("UserPool", "UserPoolClient", "UserPoolDomain"):
+        assert resources[logical_id]["Condition"] == "UserPoolOn", logical_id
+    client = resources["UserPoolClient"]["Properties"]
+    assert client["GenerateSecret"] is False  # a page cannot keep a secret: PKCE instead
+    assert client["AllowedOAuthFlows"] == ["code"]
+    page_url = {"Fn::Sub": "https://${PageApi}.execute-api.${AWS::Region}.amazonaws.com/"}
+    assert client["CallbackURLs"] == [page_url]
+    assert client["LogoutURLs"] == [page_url]
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["WSCHAT_OIDC_AUDIENCE"] == {
+        "Fn::If": ["UserPoolOn", {"Ref": "UserPoolClient"}, {"Ref": "OidcAudience"}]
+    }
+    issuer = variables["WSCHAT_OIDC_ISSUER"]["Fn::If"]
+    assert issuer[0] == "UserPoolOn"
+    assert issuer[1] == {"Fn::Sub": "https://cognito-idp.${AWS::Region}.amazonaws.com/${UserPool}"}
 
 
 # --- 6. The tables ------------------------------------------------------------------------------
@@ -1125,6 +1249,17 @@ ENVIRONMENT = {
     "WSCHAT_RATE_BURST": {"Ref": "RateBurst"},
     "WSCHAT_MAX_MESSAGE_CHARS": {"Ref": "MaxMessageChars"},
     "WSCHAT_AUTH_SECRET": {"Ref": "AuthSecret"},
+    "WSCHAT_OIDC_ISSUER": {
+        "Fn::If": [
+            "UserPoolOn",
+            {"Fn::Sub": "https://cognito-idp.${AWS::Region}.amazonaws.com/${UserPool}"},
+            {"Ref": "OidcIssuer"},
+        ]
+    },
+    "WSCHAT_OIDC_AUDIENCE": {
+        "Fn::If": ["UserPoolOn", {"Ref": "UserPoolClient"}, {"Ref": "OidcAudience"}]
+    },
+    "WSCHAT_OIDC_METADATA_URL": {"Ref": "OidcMetadataUrl"},
     "WSCHAT_FANOUT_QUEUE_URL": {"Ref": "FanoutQueue"},
     "WSCHAT_FANOUT_INLINE_LIMIT": {"Ref": "FanoutInlineLimit"},
     "WSCHAT_FANOUT_PAGE_SIZE": {"Ref": "FanoutPageSize"},
@@ -1142,6 +1277,8 @@ def test_every_function_gets_the_whole_environment(
 ) -> None:
     variables = function_properties(template, function_id)["Environment"]["Variables"]
     extra = DELIVERY_ENVIRONMENT if function_id in QUEUE_HANDLERS else {}
+    if function_id == "PageFunction":
+        extra = {"WSCHAT_WEBSOCKET_URL": variables["WSCHAT_WEBSOCKET_URL"]}
     assert variables == {**ENVIRONMENT, **extra}
 
 
@@ -1174,7 +1311,8 @@ def test_parameters_reach_the_chat_configuration() -> None:
         },
     )
     config = ChatConfig.from_env(api.functions[0].environment)
-    assert config.auth_secret == "s3cret"
+    assert config.auth_required
+    assert AuthSettings.from_env(api.functions[0].environment).secret == "s3cret"
     assert config.message_ttl_seconds == 7 * 86400
     assert config.rate_limit.rate_per_second == 2.5 and config.rate_limit.burst == 5
     assert config.max_message_chars == 280
@@ -1202,7 +1340,12 @@ def test_functions_and_their_handlers(template: dict[str, Any]) -> None:
         assert props["Runtime"] == "python3.12"
         assert props["CodeUri"] == "src/"
         name = props["FunctionName"]["Fn::Sub"]
-        assert name.startswith("${AWS::StackName}-websocket-"), function_id
+        prefix = (
+            "${AWS::StackName}-"
+            if function_id == "PageFunction"
+            else "${AWS::StackName}-websocket-"
+        )
+        assert name.startswith(prefix), function_id
 
 
 @pytest.mark.parametrize("function_id", list(ALL_HANDLERS))

@@ -523,6 +523,7 @@ def test_project_template_runs_the_wschat_handlers() -> None:
         "$default": "default",
     }
     assert api.route_selection_expression == "$request.body.action"
+    assert api.routes["$connect"].authorizer is None, "sign-in is off by default"
     # One function per handler module: routes of one module share its warm workers.
     assert {route.function.name for route in api.routes.values()} == {
         "ConnectFunction",
@@ -553,6 +554,10 @@ def test_project_template_runs_the_wschat_handlers() -> None:
             "WSCHAT_RATE_BURST": "20",
             "WSCHAT_MAX_MESSAGE_CHARS": "4000",
             "WSCHAT_AUTH_SECRET": "",
+            # Sign-in off by default: no issuer (and no $connect authorizer).
+            "WSCHAT_OIDC_ISSUER": "",
+            "WSCHAT_OIDC_AUDIENCE": "",
+            "WSCHAT_OIDC_METADATA_URL": "",
             # The queue's Ref is its URL on AWS; the gateway's SQS API takes it by name.
             "WSCHAT_FANOUT_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/local-fanout",
             "WSCHAT_FANOUT_INLINE_LIMIT": "auto",

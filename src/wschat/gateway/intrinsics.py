@@ -288,6 +288,21 @@ class Resolver:
 
     # -- conditions ----------------------------------------------------------------------------
 
+    def chosen(self, value: Any, where: str) -> Any:
+        """``value`` with its outer ``Fn::If`` choices made and nothing else resolved: what a
+        property that names a resource (``{"Ref": id}``) names under these conditions."""
+        while isinstance(value, dict) and len(value) == 1 and "Fn::If" in value:
+            argument = value["Fn::If"]
+            if not isinstance(argument, list) or len(argument) != 3:
+                raise self.error(
+                    where, f"Fn::If takes [condition, if true, if false]: {argument!r}"
+                )
+            name, if_true, if_false = argument
+            value = if_true if self.condition(name, where) else if_false
+        if value == {"Ref": "AWS::NoValue"}:
+            return None
+        return value
+
     def condition(self, name: Any, where: str) -> bool:
         if not isinstance(name, str):
             raise self.error(where, f"a condition is named by a string, got {name!r}")

@@ -418,7 +418,7 @@ class _TemplateReader:
             )
         if kind != "CUSTOM":
             raise self.error(where, f"AuthorizationType {kind!r} is not NONE, AWS_IAM or CUSTOM")
-        raw = properties.get("AuthorizerId")
+        raw = self.resolver.chosen(properties.get("AuthorizerId"), where)
         authorizer_id = raw.get("Ref") if isinstance(raw, dict) else raw
         resource = self.resources.get(str(authorizer_id))
         if resource is None or resource["Type"] != _AUTHORIZER:
