@@ -110,13 +110,16 @@ class _Grant:
 class HostedLogin:
     """The pool's managed login on 127.0.0.1: ``metadata_url`` is its discovery document."""
 
-    def __init__(self, pool: UserPool, *, callback_urls: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, pool: UserPool, *, callback_urls: tuple[str, ...] = (), port: int = 0
+    ) -> None:
+        """``port``: a fixed one, so a test can stop the front and start it again there."""
         self.pool = pool
         self.callback_urls = set(callback_urls)
         self.token_requests = 0
         self._grants: dict[str, _Grant] = {}
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
