@@ -11,8 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.integration.conftest import APPS, RunningGateway, running_gateway, wait_for
+from tests.integration.conftest import (
+    APPS,
+    RunningGateway,
+    running_gateway,
+    wait_for,
+    wschat_serve,
+)
 from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
 from wschat.gateway import core
 from wschat.gateway.server import GatewayConfig
@@ -114,3 +121,24 @@ def test_aws_iam_on_connect_is_refused_at_start_with_a_clear_message(tmp_path: P
     (tmp_path / "app.py").write_text((APPS / "authorized" / "app.py").read_text())
     with pytest.raises(TemplateError, match=r"AWS_IAM .* is not emulated locally"):
         load_api(tmp_path / "template.yaml")
+
+
+def test_wschat_serve_runs_the_app_from_its_own_template_unchanged(tmp_path: Path) -> None:
+    # As a user runs it: `wschat serve --template` in a process of its own, the app's own
+    # parameter for its log, a plain WebSocket client.
+    log = tmp_path / "seen.jsonl"
+    args = ["--template", str(TEMPLATE), "--parameter", f"SeenLog={log}"]
+    args += ["--data-dir", str(tmp_path / "data")]
+    with wschat_serve(args, tmp_path) as server:
+        url = server.websocket_url
+        with pytest.raises(InvalidStatus) as refusal:
+            connect(url + "?token=deny", open_timeout=5).close()
+        assert refusal.value.response.status_code == 403
+        with connect(url + "?token=allow-jun", open_timeout=5) as ws:
+            ws.send(json.dumps({"action": "anything"}))
+            wait_for(lambda: any(r["route"] == "$default" for r in seen(log)), what="a message")
+        wait_for(lambda: any(r["route"] == "$disconnect" for r in seen(log)), what="$disconnect")
+
+    expected = {"principalId": "allow-jun", "user": "jun", "admin": False, "level": 1}
+    routes = [r["route"] for r in seen(log) if r.get("authorizer") == expected]
+    assert routes == ["$connect", "$default", "$disconnect"]
