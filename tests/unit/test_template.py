@@ -1432,6 +1432,8 @@ for name in MODULES:
     importlib.import_module(name)
 from wschat.auth import issue_token, verify_token
 assert verify_token(issue_token("alice", "k" * 32), "k" * 32) == "alice"
+import jwt.algorithms
+assert jwt.algorithms.has_crypto, "without cryptography PyJWT cannot check an issuer's RS256 keys"
 imported = sorted({m.split(".")[0] for m in sys.modules})
 print(json.dumps({"blocked": sorted(blocked), "imported": imported}))
 """
