@@ -241,11 +241,8 @@ class ChatService:
             case protocol.Leave():
                 self._leave(connection, command.room, outcome)
             case protocol.SetName():
-                if authorized_name(authorizer) is not None:
-                    raise ProtocolError(
-                        protocol.UNAUTHORIZED, "your name comes from your sign-in", command.ACTION
-                    )
-                self._set_name(connection, command.name, outcome)
+                signed_in = authorized_name(authorizer) is not None
+                self._set_name(connection, command.name, outcome, signed_in=signed_in)
             case protocol.History():
                 self._history(connection, command)
             case protocol.Who():
@@ -341,8 +338,11 @@ class ChatService:
             event = protocol.membership_event("left", room, connection.name, ts, names)
         self.reply(connection.connection_id, event)
 
-    def _set_name(self, connection: Connection, name: str, outcome: Outcome) -> None:
-        if self.config.auth_required:
+    def _set_name(
+        self, connection: Connection, name: str, outcome: Outcome, *, signed_in: bool
+    ) -> None:
+        # A name an authorizer vouched for is an identity, not a claim to change.
+        if signed_in or self.config.auth_required:
             raise ProtocolError(
                 protocol.UNAUTHORIZED, "names come from your sign-in here", protocol.SetName.ACTION
             )
