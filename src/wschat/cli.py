@@ -13,11 +13,17 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from wschat.page import WEB_DIR
+
+if TYPE_CHECKING:
+    from wschat.gateway.spec import ApiSpec
+    from wschat.page import SignInSettings
 
 ROOM_ACTIONS = ("join", "leave", "setName", "who", "hello")
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_TEMPLATE = PACKAGE_DIR.parent.parent / "template.yaml"
-WEB_DIR = PACKAGE_DIR / "web"
 
 OWN_ROUTES = [
     "$connect=wschat.handlers.connect.lambda_handler",
@@ -219,7 +225,20 @@ def _forget_stale_connections(path: Path) -> None:
         logging.getLogger("wschat.gateway").info("forgot %d connections of a previous run", stale)
 
 
+def _page_sign_in(api: ApiSpec) -> SignInSettings | None:
+    """The page's sign-in settings: those of the first function (in the template's order) whose
+    environment names an issuer, as the template's parameters resolved it; None without one."""
+    from wschat.page import SignInSettings
+
+    for function in api.functions:
+        settings = SignInSettings.from_env(function.environment)
+        if settings is not None:
+            return settings
+    return None
+
+
 def serve(args: argparse.Namespace) -> int:
+    from wschat.auth import AuthMisconfigured
     from wschat.gateway import core, iam, tls
     from wschat.gateway.server import Gateway, GatewayConfig
     from wschat.gateway.spec import ApiSpec
@@ -236,6 +255,11 @@ def serve(args: argparse.Namespace) -> int:
         print(f"wschat serve: {exc}", file=sys.stderr)
         return 2
     assert isinstance(api, ApiSpec)
+    try:
+        sign_in = _page_sign_in(api)
+    except AuthMisconfigured as exc:
+        print(f"wschat serve: the chat page's sign-in: {exc}", file=sys.stderr)
+        return 2
     try:
         credentials = (
             iam.parse_credentials(args.management_credentials)
@@ -266,6 +290,7 @@ def serve(args: argparse.Namespace) -> int:
             integration_timeout=args.integration_timeout,
         ),
         static_dir=WEB_DIR,
+        sign_in=sign_in,
         function_env=function_env,
         max_workers_per_function=args.concurrency,
         management_credentials=credentials,
@@ -289,6 +314,8 @@ def serve(args: argparse.Namespace) -> int:
         print(f"  WebSocket:   {gateway.websocket_url}")
         print(f"  @connections: {gateway.management_url}/@connections/{{connectionId}}")
         print(f"  Chat page:   {gateway.page_url}")
+        if config.sign_in is not None:
+            print(f"  Sign-in:     {config.sign_in.issuer}")
         if api.queues:
             names = ", ".join(sorted(api.queues))
             print(f"  SQS:         {gateway.sqs_endpoint} ({names})")

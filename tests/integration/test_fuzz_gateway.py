@@ -32,7 +32,7 @@ from tests.support.chat_client import ChatClient
 from tests.support.fuzz import has_lone_surrogate, json_values, odd_text, valid_frames
 
 from wschat import protocol
-from wschat.cli import WEB_DIR
+from wschat.page import WEB_DIR, ChatPage
 
 if TYPE_CHECKING:
     from tests.integration.chat_fixtures import ChatGateway
@@ -587,15 +587,15 @@ def test_garbage_handshakes_get_http_errors_while_others_chat(
 def test_static_paths_that_name_no_file_are_404_not_a_server_error(
     chat: ChatGateway, path: bytes
 ) -> None:
-    config = chat.running.gateway.config
-    config.static_dir = WEB_DIR  # as wschat serve has it
+    gateway = chat.running.gateway
+    gateway.page = ChatPage(gateway.websocket_url, web_dir=WEB_DIR)  # as wschat serve has it
     try:
         response = http_exchange(chat, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
         assert status_of(response) == 404
         page = http_exchange(chat, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert status_of(page) == 200  # the page itself is served
     finally:
-        config.static_dir = None
+        gateway.page = None
 
 
 def _client_count(chat: ChatGateway) -> int:

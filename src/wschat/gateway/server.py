@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import mimetypes
 import os
 import sqlite3
 import ssl
@@ -29,6 +28,7 @@ from wschat.gateway.event_sources import EventSourceCounters, Poller
 from wschat.gateway.queues import QueueError, QueueStore
 from wschat.gateway.spec import ApiSpec, AuthorizerSpec, FunctionSpec, RouteSpec
 from wschat.gateway.workers import FunctionPool, InvocationResult
+from wschat.page import ChatPage, SignInSettings
 
 log = logging.getLogger("wschat.gateway")
 
@@ -43,7 +43,8 @@ class GatewayConfig:
     limits: core.Limits = field(default_factory=core.Limits)
     ssl_context: ssl.SSLContext | None = None
     ca_bundle: Path | None = None  # handed to functions as AWS_CA_BUNDLE with --tls
-    static_dir: Path | None = None
+    static_dir: Path | None = None  # the chat page's files (wschat.page.WEB_DIR); None: no page
+    sign_in: SignInSettings | None = None  # how the page signs people in; None: it asks a name
     function_env: dict[str, str] = field(default_factory=dict)  # added to every function
     max_workers_per_function: int = 2
     shutdown_timeout: float = 10.0
@@ -82,6 +83,7 @@ class Gateway:
         self.queues: sqs_api.QueueService | None = None
         self.sqs: sqs_api.SqsApi | None = None
         self.pollers: dict[str, Poller] = {}
+        self.page: ChatPage | None = None  # made at start, when the port is known
 
     # --- addresses ---------------------------------------------------------------------------
 
@@ -149,6 +151,13 @@ class Gateway:
             reuse_address=True,
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        if self.config.static_dir is not None:
+            self.page = ChatPage(
+                self.websocket_url,
+                self.config.sign_in,
+                https=self.config.ssl_context is not None,
+                web_dir=self.config.static_dir,
+            )
         for function in self.config.api.functions:
             self.pools[function.name] = FunctionPool(
                 function,
@@ -492,33 +501,12 @@ class Gateway:
             or request.raw_path.startswith(sqs_api.PATH_PREFIX + "/")
         ):
             return await self.sqs.handle(request, peer)
-        if request.method in ("GET", "HEAD"):
-            return self._static(request)
-        return http.json_response(404, {"message": "Not Found"})
-
-    def _static(self, request: http.Request) -> bytes:
-        if request.path == "/healthz":
+        if request.path == "/healthz" and request.method in ("GET", "HEAD"):
             return http.json_response(200, {"status": "ok", "connections": len(self.connections)})
-        if request.path == "/config.json":
-            # Tells the chat page where this gateway's WebSocket stage is.
-            return http.json_response(200, {"websocketUrl": self.websocket_url})
-        static_dir = self.config.static_dir
-        if static_dir is None:
+        if self.page is None:
             return http.json_response(404, {"message": "Not Found"})
-        relative = request.path.lstrip("/") or "index.html"
-        root = static_dir.resolve()
-        try:
-            target = (root / relative).resolve()
-            found = (root in target.parents or target == root) and target.is_file()
-        except (ValueError, OSError):  # a NUL (%00) in the path, a name too long...
-            found = False
-        if not found:
-            return http.json_response(404, {"message": "Not Found"})
-        content_type = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
-        if content_type.startswith("text/") or content_type.endswith("javascript"):
-            content_type += "; charset=utf-8"
-        body = target.read_bytes()
-        headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
-        if request.method == "HEAD":
-            return http.response(200, b"", content_type=content_type, headers=headers)
-        return http.response(200, body, content_type=content_type, headers=headers)
+        # In a thread: config.json may wait on the issuer's discovery document.
+        answer = await asyncio.to_thread(self.page.respond, request.method, request.path)
+        headers = dict(answer.headers)
+        content_type = headers.pop("Content-Type")
+        return http.response(answer.status, answer.body, content_type=content_type, headers=headers)

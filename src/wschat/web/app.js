@@ -1,6 +1,8 @@
 // The chat page: renders what ChatConnection receives. Text from the network is only ever
-// put into the page with textContent, never as HTML.
+// put into the page with textContent, never as HTML. With config.json's signIn, people sign
+// in to the stage's issuer (signin.js) and the chat names them from their token.
 import { ChatConnection, ChatStore } from "./connection.js";
+import { SignIn } from "./signin.js";
 
 const $ = (id) => document.getElementById(id);
 const saved = {
@@ -12,13 +14,30 @@ const saved = {
   },
 };
 
-async function websocketUrl() {
-  const fromQuery = new URLSearchParams(location.search).get("ws");
-  if (fromQuery) return fromQuery;
+// config.json: {websocketUrl, signIn}; {unavailable: message} when it answers 503 (the issuer
+// cannot be read); nothing from a static host without the gateway.
+async function loadConfig() {
+  const none = { websocketUrl: null, signIn: null };
+  let response;
   try {
-    const response = await fetch("config.json", { cache: "no-store" });
-    if (response.ok) return (await response.json()).websocketUrl;
-  } catch { /* a static host without the gateway: fall through */ }
+    response = await fetch("config.json", { cache: "no-store" });
+  } catch {
+    return none;
+  }
+  if (response.status === 503) {
+    let message = "";
+    try { message = (await response.json()).message; } catch { /* the text below */ }
+    return { ...none, unavailable: message || "Sign-in is unavailable right now. Try again in a moment." };
+  }
+  if (!response.ok) return none;
+  try { return { ...none, ...(await response.json()) }; } catch { return none; }
+}
+
+function websocketUrl(config) {
+  // A page that signs in talks to its own stage only: its token goes nowhere else.
+  const fromQuery = new URLSearchParams(location.search).get("ws");
+  if (fromQuery && !config.signIn) return fromQuery;
+  if (config.websocketUrl) return config.websocketUrl;
   return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/local`;
 }
 
@@ -30,7 +49,9 @@ const state = {
   scrollToBottom: true,
 };
 let connection;
+let signIn = null;
 let noticeTimer;
+let signInAction = null;
 
 function clientId() {
   return `c-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
@@ -53,6 +74,35 @@ function showNotice(text) {
   notice.hidden = false;
   clearTimeout(noticeTimer);
   noticeTimer = setTimeout(() => { notice.hidden = true; }, 8000);
+}
+
+// The sign-in panel stays until its button is used: "text" and what the button does.
+function showSignInPanel(text, label = "Sign in", action = startSignIn) {
+  $("signin-message").textContent = text;
+  $("signin-action").textContent = label;
+  signInAction = action;
+  $("signin-panel").hidden = false;
+}
+
+async function startSignIn() {
+  $("signin-panel").hidden = true;
+  try {
+    await signIn.begin();
+  } catch (error) {
+    showSignInPanel(error.message);
+  }
+}
+
+function signOut() {
+  connection.close();
+  store.conversations.clear();
+  store.directs.clear();
+  state.pending.clear();
+  render();
+  if (!signIn.signOut()) {
+    onStatus({ state: "signed-out" });
+    showSignInPanel("You are signed out.");
+  }
 }
 
 function addSystemLine(key, text) {
@@ -214,6 +264,7 @@ function onFrame(frame) {
       break;
     case "hello":
       $("name-input").value = frame.name;
+      $("signed-in-name").textContent = frame.name;
       saved.set("name", frame.name);
       saved.set("rooms", frame.rooms);
       if (isRoom(state.active) && !frame.rooms.includes(state.active)) state.active = "lobby";
@@ -237,12 +288,23 @@ function onFrame(frame) {
 }
 
 function onStatus({ state: status, detail }) {
-  const labels = { connecting: "connecting…", open: "connected", reconnecting: "reconnecting…", closed: "offline", error: "error" };
+  const labels = {
+    connecting: "connecting…", open: "connected", reconnecting: "reconnecting…", closed: "offline", error: "error",
+    "signed-out": "signed out", refused: "refused",
+  };
   $("app").dataset.online = String(status === "open");
   const pill = $("status");
   pill.dataset.state = status;
   pill.textContent = labels[status] || status;
   pill.title = detail || "";
+  if (status === "refused") {
+    signIn.forget();
+    showSignInPanel("Signed-in session refused — sign in again.");
+  } else if (status === "signed-out" && $("signin-panel").hidden) {
+    showSignInPanel("Your session has ended — sign in again.");
+  } else if (status === "open") {
+    $("signin-panel").hidden = true;
+  }
 }
 
 // --- forms ----------------------------------------------------------------------------------
@@ -301,21 +363,49 @@ function bindForms() {
     const box = $("messages");
     if (box.scrollTop === 0 && store.conversation(state.active).more) connection.loadOlder(state.active);
   });
+  $("signin-action").addEventListener("click", () => signInAction?.());
+  $("sign-out").addEventListener("click", signOut);
   $("menu-toggle").addEventListener("click", () => {
     const open = $("app").classList.toggle("menu-open");
     $("menu-toggle").setAttribute("aria-expanded", String(open));
   });
 }
 
+// Signed in and ready to connect (true), or showing why not.
+async function signedIn() {
+  $("name-form").hidden = true; // the token names the person
+  $("signed-in").hidden = false;
+  $("sign-out").hidden = false;
+  try {
+    await signIn.completeRedirect();
+  } catch (error) {
+    onStatus({ state: "signed-out" });
+    showSignInPanel(error.message);
+    return false;
+  }
+  if (signIn.signedIn) return true;
+  await startSignIn(); // to the issuer's login page
+  return false;
+}
+
 async function main() {
   bindForms();
-  connection = new ChatConnection(await websocketUrl(), store);
-  connection.name = saved.get("name", null);
+  const config = await loadConfig();
+  if (config.signIn) signIn = new SignIn(config.signIn);
+  const token = signIn ? () => signIn.idToken() : null;
+  connection = new ChatConnection(websocketUrl(config), store, { token });
+  if (!signIn) connection.name = saved.get("name", null);
   for (const room of saved.get("rooms", [])) connection.rooms.add(room);
   connection.addEventListener("frame", (event) => onFrame(event.detail.frame));
   connection.addEventListener("status", (event) => onStatus(event.detail));
   window.wschat = { connection, store }; // for the console and for tests
   render();
+  if (config.unavailable) {
+    onStatus({ state: "error", detail: config.unavailable });
+    showSignInPanel(config.unavailable, "Try again", () => location.reload());
+    return;
+  }
+  if (signIn && !(await signedIn())) return;
   connection.open();
 }
 

@@ -3,6 +3,11 @@
 //
 // Events (EventTarget): "status" {state}, "hello" {name, rooms, connectionId},
 // "frame" {frame} for every server frame after it is applied to the store.
+//
+// Signed in (a ``token`` function, resolving to the ID token or null), each connect carries
+// ?token= instead of ?name= (the stage's authorizer names the person). No token: status
+// "signed-out", no connect. A handshake that fails before any with a token was accepted:
+// status "refused", no reconnecting (the browser sees a refusal only as a close).
 
 const MAX_BACKOFF_MS = 10000;
 const HISTORY_PAGE = 50;
@@ -26,10 +31,12 @@ export function rewound(id, ms = CATCH_UP_REWIND_MS) {
 }
 
 export class ChatConnection extends EventTarget {
-  constructor(url, store) {
+  constructor(url, store, { token = null } = {}) {
     super();
     this.url = url;
     this.store = store;
+    this.token = token;
+    this.accepted = false; // a connect with a token was let in
     this.socket = null;
     this.attempt = 0;
     this.name = null;
@@ -38,27 +45,40 @@ export class ChatConnection extends EventTarget {
     this.closedByUser = false;
   }
 
-  // The URL for the next connection: our name and rooms ride along on $connect.
-  connectUrl() {
+  // The URL for the next connection: our token (or name) and rooms ride along on $connect.
+  connectUrl(token = null) {
     const url = new URL(this.url);
-    if (this.name) url.searchParams.set("name", this.name);
+    if (token) url.searchParams.set("token", token);
+    else if (this.name) url.searchParams.set("name", this.name);
     const extra = [...this.rooms].filter((room) => room !== "lobby");
     if (extra.length) url.searchParams.set("room", extra.join(","));
     return url.toString();
   }
 
-  open() {
+  async open() {
     this.closedByUser = false;
     this.emit("status", { state: this.attempt ? "reconnecting" : "connecting" });
+    let token = null;
+    if (this.token) {
+      try { token = await this.token(); } catch { token = null; }
+      if (this.closedByUser) return;
+      if (!token) {
+        this.emit("status", { state: "signed-out" });
+        return;
+      }
+    }
     let socket;
+    let opened = false;
     try {
-      socket = new WebSocket(this.connectUrl());
+      socket = new WebSocket(this.connectUrl(token));
     } catch (error) {
       this.emit("status", { state: "error", detail: String(error) });
       return;
     }
     this.socket = socket;
     socket.addEventListener("open", () => {
+      opened = true;
+      if (token) this.accepted = true;
       this.attempt = 0;
       this.emit("status", { state: "open" });
       this.send({ action: "hello" });
@@ -72,7 +92,12 @@ export class ChatConnection extends EventTarget {
         this.emit("status", { state: "closed" });
         return;
       }
-      // Refused handshakes (bad name, auth) close before "open" with code 1006.
+      // Refused handshakes (bad name, auth) close before "open" with code 1006. A token never
+      // let in is taken as refused: retrying it would be refused forever.
+      if (token && !opened && !this.accepted) {
+        this.emit("status", { state: "refused", code: event.code });
+        return;
+      }
       const delay = Math.min(MAX_BACKOFF_MS, 250 * 2 ** this.attempt) * (0.75 + Math.random() / 2);
       this.attempt += 1;
       this.emit("status", { state: "reconnecting", detail: `retrying in ${Math.round(delay / 100) / 10}s`, code: event.code });
