@@ -287,7 +287,9 @@ function onFrame(frame) {
   render();
 }
 
-function onStatus({ state: status, detail }) {
+function onStatus({ state: reported, detail }) {
+  // Closed after signing out: say so, not "offline".
+  const status = reported === "closed" && signIn && !signIn.signedIn ? "signed-out" : reported;
   const labels = {
     connecting: "connecting…", open: "connected", reconnecting: "reconnecting…", closed: "offline", error: "error",
     "signed-out": "signed out", refused: "refused",
