@@ -6,25 +6,36 @@ Two kinds of token, told apart by their ``alg`` header and each checked only wit
 - **HS256** with the stage's secret (``WSCHAT_AUTH_SECRET``; ``wschat token`` issues them): the
   development setting. ``sub`` is the user name.
 - **RS256/ES256 from an OIDC issuer** (``WSCHAT_OIDC_ISSUER`` and ``WSCHAT_OIDC_AUDIENCE``, e.g.
-  a Cognito user pool and its app client): keys from the issuer's JWKS through PyJWT's
-  ``PyJWKClient``, found through its discovery document (``WSCHAT_OIDC_METADATA_URL``, by
-  default ``{issuer}/.well-known/openid-configuration``), cached for the life of the execution
-  environment and fetched again for a ``kid`` the cache does not hold. The name comes from
-  the first of ``preferred_username``, ``cognito:username``, ``username``, ``email`` (its part
-  before the ``@``) and ``sub`` that is a valid chat name, or from ``WSCHAT_OIDC_NAME_CLAIM``.
+  a Cognito user pool and its app client): keys from the issuer's JWKS (read and parsed by
+  PyJWT's ``PyJWKClient``), found through its discovery document (``WSCHAT_OIDC_METADATA_URL``,
+  by default ``{issuer}/.well-known/openid-configuration``), kept for an hour by the execution
+  environment and fetched again for a ``kid`` they do not hold (a rotation), at most once per
+  ``REFRESH_COOLDOWN_SECONDS``: tokens naming made-up kids do not each cost a fetch. A failed
+  discovery or fetch is not kept: the next connect tries again. The name comes from
+  the first of ``cognito:username``, ``username`` (the pool's own user name, unique and fixed:
+  Cognito's ID and access tokens), ``preferred_username``, ``email`` (its part before the
+  ``@``, only when ``email_verified``) and ``sub`` that is a valid chat name, or from
+  ``WSCHAT_OIDC_NAME_CLAIM``. The user name goes first because a signed-in user may change
+  their own ``preferred_username`` and ``email`` (Cognito's UpdateUserAttributes) to another
+  user's name.
 
-A missing token is AuthError(401); a token that fails any check AuthError(403), as API Gateway
-answers an authorizer's Deny; keys that cannot be read right now AuthUnavailable (the
-authorizer fails: API Gateway answers 500). No message here holds the token.
+A token is three canonical base64url segments (RFC 7515's compact form, no padding), so each
+token has one spelling. A missing token is AuthError(401); a token that fails any check
+AuthError(403), as API Gateway answers an authorizer's Deny; keys that cannot be read right now
+(the issuer unreachable, its JWKS no key set) AuthUnavailable (the authorizer fails: API Gateway
+answers 500). No message here holds the token or any part of it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 import threading
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,8 +49,12 @@ DEFAULT_TTL_SECONDS = 12 * 60 * 60
 # A Cognito ID token is 1-2 KB; API Gateway refuses a request line past 10 KB anyway. Anything
 # longer is refused before it is parsed.
 MAX_TOKEN_CHARS = 8192
-NAME_CLAIMS = ("preferred_username", "cognito:username", "username", "email", "sub")
+NAME_CLAIMS = ("cognito:username", "username", "preferred_username", "email", "sub")
 FETCH_TIMEOUT_SECONDS = 5.0
+KEYS_LIFESPAN_SECONDS = 3600.0
+REFRESH_COOLDOWN_SECONDS = 30.0  # as recent PyJWKClients default to
+MAX_SUBJECT_CHARS = 256
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
 LEEWAY_SECONDS = 0  # as PyJWT and aws-jwt-verify default: an expired token is expired
 
 
@@ -135,33 +150,42 @@ def fetch_json(url: str, timeout: float = FETCH_TIMEOUT_SECONDS) -> dict[str, An
 
 class TokenVerifier:
     """Checks tokens with ``settings``; keep one per execution environment, so the issuer's
-    discovery document and keys are fetched once, not once per connect. Thread-safe."""
+    discovery document and keys are fetched once, not once per connect. Thread-safe.
+    ``clock`` (monotonic seconds) times the key set's lifespan and the refresh cooldown."""
 
-    def __init__(self, settings: AuthSettings) -> None:
+    def __init__(
+        self, settings: AuthSettings, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if settings.issuer is not None and settings.audience is None:
             raise AuthMisconfigured(
                 "WSCHAT_OIDC_ISSUER is set without WSCHAT_OIDC_AUDIENCE (the app client id): "
                 "tokens issued to any other client of that issuer would be accepted"
             )
         self.settings = settings
+        self.clock = clock
         self._lock = threading.Lock()
-        self._keys: jwt.PyJWKClient | None = None
+        self._client: jwt.PyJWKClient | None = None
+        self._keys: dict[str, jwt.PyJWK] | None = None  # by kid
+        self._fetched_at = 0.0  # when _keys were fetched
+        self._tried_at = 0.0  # the last fetch of the key set, whatever came of it
 
     def verify(self, token: str | None) -> Identity:
         if not token:
             raise AuthError(401, "a token is required: connect with ?token=...")
         if len(token) > MAX_TOKEN_CHARS:
             raise AuthError(403, f"invalid token: longer than {MAX_TOKEN_CHARS} characters")
+        if not _compact_form(token):
+            raise AuthError(403, "invalid token: not a JWT")
         try:
-            algorithm = jwt.get_unverified_header(token).get("alg")
-        except jwt.InvalidTokenError:
+            header = jwt.get_unverified_header(token)
+        except (jwt.InvalidTokenError, ValueError, TypeError, RecursionError):
+            # Not JSON, not an object, nested past the parser's depth.
             raise AuthError(403, "invalid token: not a JWT") from None
-        except (UnicodeError, ValueError, TypeError):  # a lone surrogate, a non-object header
-            raise AuthError(403, "invalid token: not a JWT") from None
+        algorithm = header.get("alg")
         if algorithm == ALGORITHM and self.settings.secret is not None:
             return self._verify_with_secret(token, self.settings.secret)
         if algorithm in ISSUER_ALGORITHMS and self.settings.issuer is not None:
-            return self._verify_with_issuer(token, self.settings.issuer)
+            return self._verify_with_issuer(token, header.get("kid"), self.settings.issuer)
         raise AuthError(403, f"invalid token: {str(algorithm)[:16]!r} tokens are not accepted")
 
     def _verify_with_secret(self, token: str, secret: str) -> Identity:
@@ -169,27 +193,19 @@ class TokenVerifier:
         name = _name(claims.get("sub"), "sub")
         return Identity(name=name, subject=name)
 
-    def _verify_with_issuer(self, token: str, issuer: str) -> Identity:
-        try:
-            key = self._key_client().get_signing_key_from_jwt(token)
-        except jwt.PyJWKClientConnectionError as exc:
-            raise AuthUnavailable(f"the issuer's keys could not be read: {exc}") from None
-        except jwt.PyJWKClientError:
-            # No key with the token's kid, even after fetching the set again.
-            raise AuthError(
-                403, "invalid token: signed with a key the issuer does not publish"
-            ) from None
-        except (jwt.InvalidTokenError, ValueError, TypeError):
-            raise AuthError(403, "invalid token: not a JWT") from None
+    def _verify_with_issuer(self, token: str, kid: object, issuer: str) -> Identity:
+        key = self._signing_key(kid)
         claims = _decode(
             token, key.key, key.algorithm_name, require=["exp", "iss", "sub"], issuer=issuer
         )
         _check_audience(claims, self.settings.audience)
         if claims.get("token_use", "id") not in ("id", "access"):
             raise AuthError(403, "invalid token: not an ID or access token")
-        return Identity(
-            name=self._oidc_name(claims), subject=str(claims["sub"])[:256], issuer=issuer
-        )
+        subject = claims["sub"]
+        if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT_CHARS:
+            # API Gateway fails an Allow without a principalId; a cut one could name another.
+            raise AuthError(403, f'invalid token: "sub" is not 1-{MAX_SUBJECT_CHARS} characters')
+        return Identity(name=self._oidc_name(claims), subject=subject, issuer=issuer)
 
     def _oidc_name(self, claims: Mapping[str, Any]) -> str:
         wanted = (self.settings.name_claim,) if self.settings.name_claim else NAME_CLAIMS
@@ -198,6 +214,8 @@ class TokenVerifier:
             if not isinstance(value, str):
                 continue
             if claim == "email":
+                if claims.get("email_verified") not in (True, "true"):
+                    continue  # anyone may type any address; only a verified one names them
                 value = value.partition("@")[0]
             try:
                 return protocol.check_name(value, None, claim)
@@ -205,19 +223,77 @@ class TokenVerifier:
                 continue
         raise AuthError(403, f"invalid token: none of {', '.join(wanted)} is a valid chat name")
 
-    def _key_client(self) -> jwt.PyJWKClient:
+    def _signing_key(self, kid: object) -> jwt.PyJWK:
+        """The issuer's key named ``kid``: from the key set kept, else from a fresh one
+        (a rotation) unless the set was fetched less than the cooldown ago."""
+        if not isinstance(kid, str) or not kid:
+            raise AuthError(403, "invalid token: it names no key (kid)")
         with self._lock:
-            if self._keys is None:
-                url = self.settings.discovery_url
-                assert url is not None
-                jwks_uri = fetch_json(url).get("jwks_uri")
-                if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("https:", "http:")):
-                    raise AuthUnavailable(f"{url} names no jwks_uri")
-                # A failed discovery is not cached: the next connect tries again.
-                self._keys = jwt.PyJWKClient(
-                    jwks_uri, cache_keys=True, lifespan=3600, timeout=FETCH_TIMEOUT_SECONDS
-                )
-            return self._keys
+            if self._keys is None or self.clock() - self._fetched_at >= KEYS_LIFESPAN_SECONDS:
+                self._fetch_keys()
+            assert self._keys is not None
+            key = self._keys.get(kid)
+            if key is None and self.clock() - self._tried_at >= REFRESH_COOLDOWN_SECONDS:
+                self._fetch_keys()
+                key = self._keys.get(kid)
+        if key is None:
+            raise AuthError(403, "invalid token: signed with a key the issuer does not publish")
+        return key
+
+    def _fetch_keys(self) -> None:
+        """Fetch the issuer's signing keys (the lock held); AuthUnavailable when they cannot be
+        had, keeping what was kept before."""
+        client = self._jwks_client()
+        self._tried_at = self.clock()
+        try:
+            found = client.get_signing_keys(refresh=True)
+        except jwt.PyJWKClientConnectionError as exc:
+            raise AuthUnavailable(f"the issuer's keys could not be read: {exc}") from None
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            # Not JSON, not a JWK set, no signing key in it: nobody can be checked, which is
+            # the issuer's failure, not the token's.
+            raise AuthUnavailable(
+                f"{client.uri} holds no usable signing key ({type(exc).__name__})"
+            ) from None
+        self._keys = {
+            key.key_id: key
+            for key in found
+            if key.key_id and key.algorithm_name in ISSUER_ALGORITHMS
+        }
+        self._fetched_at = self._tried_at
+
+    def _jwks_client(self) -> jwt.PyJWKClient:
+        if self._client is None:
+            url = self.settings.discovery_url
+            assert url is not None
+            jwks_uri = fetch_json(url).get("jwks_uri")
+            if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("https:", "http:")):
+                raise AuthUnavailable(f"{url} names no jwks_uri")
+            # A failed discovery is not kept: the next connect tries again. The key set is kept
+            # here (_keys), not by the client.
+            self._client = jwt.PyJWKClient(
+                jwks_uri, cache_jwk_set=False, timeout=FETCH_TIMEOUT_SECONDS
+            )
+        return self._client
+
+
+def _compact_form(token: str) -> bool:
+    """Whether ``token`` is three base64url segments, each as base64url spells its bytes (no
+    padding, no stray bits or characters): one spelling per token, so a token changed in any
+    character is another token, not the same one accepted again."""
+    segments = token.split(".")
+    if len(segments) != 3:
+        return False
+    for segment in segments:
+        if len(segment) % 4 == 1 or not _SEGMENT.fullmatch(segment):
+            return False
+        try:
+            decoded = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        except (binascii.Error, ValueError):
+            return False
+        if base64.urlsafe_b64encode(decoded).rstrip(b"=").decode("ascii") != segment:
+            return False
+    return True
 
 
 def _decode(
@@ -240,9 +316,16 @@ def _decode(
         raise AuthError(403, "invalid token: not valid yet") from None
     except jwt.InvalidIssuerError:
         raise AuthError(403, "invalid token: issued by someone else") from None
+    except jwt.MissingRequiredClaimError as exc:
+        raise AuthError(403, f'invalid token: no "{exc.claim}" claim') from None
+    except jwt.InvalidSignatureError:
+        raise AuthError(403, "invalid token: the signature does not match") from None
+    except jwt.InvalidAlgorithmError:
+        raise AuthError(403, "invalid token: not signed as its key signs") from None
     except jwt.InvalidTokenError as exc:
-        raise AuthError(403, f"invalid token: {exc}") from None
-    except (UnicodeError, ValueError, TypeError):
+        # Not str(exc): PyJWT's messages may quote the token's header.
+        raise AuthError(403, f"invalid token: {type(exc).__name__}") from None
+    except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
         raise AuthError(403, "invalid token: not a JWT") from None
     return claims
 

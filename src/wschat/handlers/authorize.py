@@ -9,7 +9,9 @@
 - the issuer's keys unreadable, or settings that cannot check anyone: the function fails and
   API Gateway answers 500. The next connect tries again.
 
-The event holds the token (query string, headers): nothing here logs the event.
+The event holds the token (query string, headers): nothing here logs the event. An event of
+any other shape (no query string, a ``requestContext`` that is no object) is one without a
+token: ``Unauthorized``, never another error.
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ import os
 from functools import cache
 from typing import Any
 
-from wschat.auth import AuthError, AuthSettings, AuthUnavailable, TokenVerifier
+from wschat.auth import (
+    AuthError,
+    AuthMisconfigured,
+    AuthSettings,
+    AuthUnavailable,
+    TokenVerifier,
+)
 from wschat.observability import get_logger, publish_counts
 
 
@@ -38,18 +46,31 @@ def policy(principal_id: str, effect: str, resource: str) -> dict[str, Any]:
     }
 
 
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _text(value: Any) -> str | None:
+    """An id for the log line: text only, short, and with a UTF-8 form (or the line is lost)."""
+    if not isinstance(value, str):
+        return None
+    return value[:128].encode("utf-8", "replace").decode("utf-8")
+
+
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     log = get_logger()
     log.clear_state()
-    request = event.get("requestContext") or {}
+    event = _object(event)
+    request = _object(event.get("requestContext"))
     log.append_keys(
-        connection_id=request.get("connectionId"),
-        request_id=request.get("requestId"),
+        connection_id=_text(request.get("connectionId")),
+        request_id=_text(request.get("requestId")),
         route="$authorizer",
         function_request_id=getattr(context, "aws_request_id", None),
     )
-    method_arn = str(event.get("methodArn") or "")
-    token = (event.get("queryStringParameters") or {}).get("token")
+    method_arn = event.get("methodArn")
+    method_arn = method_arn if isinstance(method_arn, str) else ""
+    token = _object(event.get("queryStringParameters")).get("token")
     try:
         identity = verifier().verify(token if isinstance(token, str) else None)
     except AuthError as exc:
@@ -61,6 +82,11 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     except AuthUnavailable as exc:
         log.error(
             "connect not checked: the issuer's keys are unavailable", extra={"reason": str(exc)}
+        )
+        raise
+    except AuthMisconfigured as exc:
+        log.error(
+            "connect not checked: the settings cannot check anyone", extra={"reason": str(exc)}
         )
         raise
     log.info("connect allowed", extra={"user_name": identity.name})
