@@ -20,6 +20,8 @@ HANDLERS = [
     "wschat.handlers.disconnect",
     "wschat.handlers.send_message",
     "wschat.handlers.default",
+    "wschat.handlers.authorize",
+    "wschat.handlers.page",
 ]
 PACKAGE_DIR = Path(wschat.__file__).resolve().parent
 AWS_ADAPTERS = {"storage/dynamodb.py", "delivery/aws.py", "delivery/sqs.py"}

@@ -1260,6 +1260,7 @@ ENVIRONMENT = {
         "Fn::If": ["UserPoolOn", {"Ref": "UserPoolClient"}, {"Ref": "OidcAudience"}]
     },
     "WSCHAT_OIDC_METADATA_URL": {"Ref": "OidcMetadataUrl"},
+    "WSCHAT_OIDC_NAME_CLAIM": {"Fn::If": ["UserPoolOn", "cognito:username", ""]},
     "WSCHAT_FANOUT_QUEUE_URL": {"Ref": "FanoutQueue"},
     "WSCHAT_FANOUT_INLINE_LIMIT": {"Ref": "FanoutInlineLimit"},
     "WSCHAT_FANOUT_PAGE_SIZE": {"Ref": "FanoutPageSize"},

@@ -558,6 +558,7 @@ def test_project_template_runs_the_wschat_handlers() -> None:
             "WSCHAT_OIDC_ISSUER": "",
             "WSCHAT_OIDC_AUDIENCE": "",
             "WSCHAT_OIDC_METADATA_URL": "",
+            "WSCHAT_OIDC_NAME_CLAIM": "",
             # The queue's Ref is its URL on AWS; the gateway's SQS API takes it by name.
             "WSCHAT_FANOUT_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/local-fanout",
             "WSCHAT_FANOUT_INLINE_LIMIT": "auto",
