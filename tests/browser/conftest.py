@@ -392,8 +392,16 @@ def people(
     browser: Any, chat_server: ChatServer, request: pytest.FixtureRequest
 ) -> Iterator[People]:
     """Opens pages on ``chat_server``; screenshots each at the end; no page may have thrown."""
+    with people_on(browser, chat_server, request) as crowd:
+        yield crowd
+
+
+@contextlib.contextmanager
+def people_on(browser: Any, server: Any, request: pytest.FixtureRequest) -> Iterator[People]:
+    """People's pages on ``server`` (anything with a ``page_url``), named after the test:
+    screenshots at the end, and no page may have thrown."""
     label = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name).strip("-")
-    crowd = People(browser, chat_server, label)
+    crowd = People(browser, server, label)
     try:
         yield crowd
         crowd.screenshots()

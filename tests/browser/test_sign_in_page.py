@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import expect
-from tests.browser.conftest import TIMEOUT_MS, People, Person, free_port
+from tests.browser.conftest import TIMEOUT_MS, People, Person, free_port, people_on
 from tests.integration.conftest import REPO, ServeProcess, recv_until
 from tests.support.cognito import HostedLogin, UserPool
 from websockets.sync.client import connect
@@ -83,15 +82,8 @@ def people(
 ) -> Iterator[People]:
     """People's pages on the signed-in chat (their own contexts, so their own sessions);
     screenshots at the end; no page may have thrown."""
-    label = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name).strip("-")
-    crowd = People(browser, signed_in_chat, label)  # type: ignore[arg-type]
-    try:
+    with people_on(browser, signed_in_chat, request) as crowd:
         yield crowd
-        crowd.screenshots()
-        errors = {p.name: p.page_errors for p in crowd.people if p.page_errors}
-        assert not errors, f"uncaught errors in the page: {errors}"
-    finally:
-        crowd.close()
 
 
 def open_page(people: People, chat: SignInChat, name: str) -> Person:

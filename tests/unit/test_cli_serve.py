@@ -9,6 +9,7 @@ import pytest
 
 from wschat import cli
 from wschat.gateway import server
+from wschat.page import WEB_DIR, SignInSettings
 
 
 class _Started(Exception):
@@ -44,3 +45,45 @@ def test_without_log_level_the_template_decides(
     config = _config_of(monkeypatch, ["--data-dir", str(tmp_path)])
 
     assert "LOG_LEVEL" not in config.function_env
+
+
+# --- where wschat serve finds the page's sign-in settings -----------------------------------------
+
+ISSUER = "https://issuer.example"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_serve_serves_the_page_without_sign_in_by_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = _config_of(monkeypatch, ["--data-dir", str(tmp_path)])
+    assert config.static_dir == WEB_DIR
+    assert config.sign_in is None
+
+
+def test_serve_takes_sign_in_from_the_templates_parameters(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    args = ["--template", str(REPO / "template.yaml"), "--data-dir", str(tmp_path)]
+    args += ["--parameter", f"OidcIssuer={ISSUER}", "--parameter", "OidcAudience=client-123"]
+    args += ["--parameter", "OidcMetadataUrl=http://127.0.0.1:9/meta"]
+    config = _config_of(monkeypatch, args)
+    assert config.sign_in == SignInSettings(ISSUER, "client-123", "http://127.0.0.1:9/meta")
+
+
+def test_serve_takes_sign_in_from_route_functions_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    args = ["--route", "$connect=app.on_connect", "--data-dir", str(tmp_path)]
+    args += ["--env", f"WSCHAT_OIDC_ISSUER={ISSUER}", "--env", "WSCHAT_OIDC_AUDIENCE=c"]
+    config = _config_of(monkeypatch, args)
+    assert config.sign_in == SignInSettings(ISSUER, "c")
+
+
+def test_serve_refuses_an_issuer_without_a_client_id(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--route", "$connect=app.on_connect", "--data-dir", str(tmp_path)]
+    args += ["--env", f"WSCHAT_OIDC_ISSUER={ISSUER}"]
+    assert cli.main(["serve", "--port", "0", *args]) == 2
+    assert "WSCHAT_OIDC_AUDIENCE" in capsys.readouterr().err

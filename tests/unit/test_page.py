@@ -15,9 +15,7 @@ from typing import Any
 
 import pytest
 
-from wschat import cli
 from wschat.auth import AuthMisconfigured, AuthUnavailable
-from wschat.gateway import server
 from wschat.handlers import page as page_handler
 from wschat.page import WEB_DIR, ChatPage, PageResponse, SignInSettings, origin
 
@@ -414,59 +412,3 @@ def test_the_page_function_imports_neither_boto3_nor_the_gateway() -> None:
     modules = set(json.loads(result.stdout))
     assert not {m for m in modules if m.split(".")[0] in ("boto3", "botocore", "websockets")}
     assert not {m for m in modules if m.startswith(("wschat.gateway", "wschat.cli"))}
-
-
-# --- where wschat serve finds the page's sign-in settings -----------------------------------------
-
-
-class _Started(Exception):
-    pass
-
-
-def _serve_config(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> Any:
-    seen: list[Any] = []
-
-    def fake_gateway(config: Any) -> Any:
-        seen.append(config)
-        raise _Started
-
-    monkeypatch.setattr(server, "Gateway", fake_gateway)
-    with pytest.raises(_Started):
-        cli.main(["serve", "--port", "0", *argv])
-    return seen[0]
-
-
-def test_serve_serves_the_page_without_sign_in_by_default(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    config = _serve_config(monkeypatch, ["--data-dir", str(tmp_path)])
-    assert config.static_dir == WEB_DIR
-    assert config.sign_in is None
-
-
-def test_serve_takes_sign_in_from_the_templates_parameters(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    args = ["--template", str(REPO / "template.yaml"), "--data-dir", str(tmp_path)]
-    args += ["--parameter", f"OidcIssuer={ISSUER}", "--parameter", "OidcAudience=client-123"]
-    args += ["--parameter", "OidcMetadataUrl=http://127.0.0.1:9/meta"]
-    config = _serve_config(monkeypatch, args)
-    assert config.sign_in == SignInSettings(ISSUER, "client-123", "http://127.0.0.1:9/meta")
-
-
-def test_serve_takes_sign_in_from_route_functions_environment(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    args = ["--route", "$connect=app.on_connect", "--data-dir", str(tmp_path)]
-    args += ["--env", f"WSCHAT_OIDC_ISSUER={ISSUER}", "--env", "WSCHAT_OIDC_AUDIENCE=c"]
-    config = _serve_config(monkeypatch, args)
-    assert config.sign_in == SignInSettings(ISSUER, "c")
-
-
-def test_serve_refuses_an_issuer_without_a_client_id(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    args = ["--route", "$connect=app.on_connect", "--data-dir", str(tmp_path)]
-    args += ["--env", f"WSCHAT_OIDC_ISSUER={ISSUER}"]
-    assert cli.main(["serve", "--port", "0", *args]) == 2
-    assert "WSCHAT_OIDC_AUDIENCE" in capsys.readouterr().err
