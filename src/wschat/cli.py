@@ -15,25 +15,18 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wschat.chat import registry
 from wschat.page import WEB_DIR
 
 if TYPE_CHECKING:
     from wschat.gateway.spec import ApiSpec
     from wschat.page import SignInSettings
 
-ROOM_ACTIONS = ("join", "leave", "setName", "who", "hello")
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_TEMPLATE = PACKAGE_DIR.parent.parent / "template.yaml"
 
-OWN_ROUTES = [
-    "$connect=wschat.handlers.connect.lambda_handler",
-    "$disconnect=wschat.handlers.disconnect.lambda_handler",
-    "sendMessage=wschat.handlers.send_message.lambda_handler",
-    "direct=wschat.handlers.send_message.lambda_handler",
-    *(f"{action}=wschat.handlers.rooms.lambda_handler" for action in ROOM_ACTIONS),
-    "history=wschat.handlers.history.lambda_handler",
-    "$default=wschat.handlers.default.lambda_handler",
-]
+# Every route of the chat, from its registry: what `wschat serve` runs without a template.
+OWN_ROUTES = [f"{key}={handler}" for key, handler in registry.routes().items()]
 
 
 def _env_pair(text: str) -> tuple[str, str]:

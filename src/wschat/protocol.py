@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -303,27 +304,32 @@ class Hello:
 
 
 Command = SendMessage | Join | Leave | SetName | History | Who | Direct | Hello
-COMMANDS: dict[str, type[Command]] = {
-    command.ACTION: command
-    for command in (SendMessage, Join, Leave, SetName, History, Who, Direct, Hello)
-}
-ACTIONS = tuple(COMMANDS)
 
 
-def parse_command(body: str | None, *, max_chars: int = MAX_MESSAGE_CHARS) -> Command:
-    """A checked command from a client frame, or ProtocolError naming what is wrong."""
+def parse_command(
+    body: str | None,
+    *,
+    commands: Mapping[str, type[Command]] | None = None,
+    max_chars: int = MAX_MESSAGE_CHARS,
+) -> Command:
+    """A checked command from a client frame, or ProtocolError naming what is wrong.
+    ``commands``: action -> its command; by default the chat's (wschat.chat.registry, the one
+    list of actions)."""
+    if commands is None:
+        from wschat.chat.registry import COMMANDS  # the registry imports this module
+
+        commands = COMMANDS
+    expected = ", ".join(commands)
     payload = parse_frame(body)
     action = action_of(payload)
     if action is None:
-        raise ProtocolError(
-            BAD_REQUEST, f'the frame needs an "action" field, one of: {", ".join(ACTIONS)}'
-        )
-    command = COMMANDS.get(action)
+        raise ProtocolError(BAD_REQUEST, f'the frame needs an "action" field, one of: {expected}')
+    command = commands.get(action)
     if command is None:
         shown = action[:64]
         raise ProtocolError(
             UNKNOWN_ACTION,
-            f"unknown action {shown!r}; expected one of: {', '.join(ACTIONS)}",
+            f"unknown action {shown!r}; expected one of: {expected}",
             shown,
         )
     return command.parse(payload, max_chars=max_chars)

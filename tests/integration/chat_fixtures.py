@@ -38,7 +38,7 @@ from tests.integration.conftest import (
 from tests.support.chat_client import ChatClient
 from websockets.exceptions import InvalidStatus
 
-from wschat import protocol
+from wschat.chat import registry
 from wschat.cli import OWN_ROUTES
 from wschat.gateway.server import GatewayConfig
 from wschat.gateway.spec import ApiSpec, FunctionSpec
@@ -57,7 +57,7 @@ def chat_api(parameters: Mapping[str, str] | None = None) -> ApiSpec:
     """The project's template.yaml (with ``parameters``) if it routes every chat action, else
     ``cli.OWN_ROUTES``."""
     api = load_api(PROJECT_TEMPLATE, parameters=dict(parameters or {}))
-    if set(protocol.ACTIONS) <= api.routes.keys():
+    if set(registry.NAMES) <= api.routes.keys():
         return api
     return api_from_routes(
         OWN_ROUTES,

@@ -32,6 +32,7 @@ from tests.support.chat_client import ChatClient
 from tests.support.fuzz import has_lone_surrogate, json_values, odd_text, valid_frames
 
 from wschat import protocol
+from wschat.chat import registry
 from wschat.page import WEB_DIR, ChatPage
 
 if TYPE_CHECKING:
@@ -441,7 +442,7 @@ refused_payloads = (
     st.builds(
         lambda fields, action: json.dumps({**fields, "action": action}),
         st.dictionaries(st.sampled_from(["message", "room", "name", "to", "limit"]), json_values),
-        st.sampled_from(protocol.ACTIONS) | odd_text,
+        st.sampled_from(registry.NAMES) | odd_text,
     )
     | odd_text.filter(lambda text: not has_lone_surrogate(text))
     | st.binary(max_size=300)

@@ -13,7 +13,8 @@ from typing import Any
 from hypothesis import strategies as st
 
 from wschat import protocol
-from wschat.protocol import ACTIONS, MAX_HISTORY_LIMIT, Command
+from wschat.chat.registry import NAMES as ACTIONS
+from wschat.protocol import MAX_HISTORY_LIMIT, Command
 
 # Every field any action reads.
 FIELDS = ("message", "room", "clientId", "name", "to", "with", "after", "before", "limit")

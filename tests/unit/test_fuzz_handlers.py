@@ -28,6 +28,7 @@ from tests.support.events import LambdaContext, websocket_event
 from tests.support.fuzz import FIELDS, has_lone_surrogate, json_values, odd_text, valid_frames
 
 from wschat import protocol
+from wschat.chat import registry
 from wschat.gateway import core
 from wschat.gateway.template import load_api
 from wschat.handlers import connect, disconnect, history, rooms, send_message
@@ -140,7 +141,7 @@ def assert_answered(
 @HANDLER_FUZZ
 @given(
     frame=st.dictionaries(st.sampled_from(FIELDS) | odd_text, json_values, max_size=5),
-    action=st.sampled_from(protocol.ACTIONS) | odd_text | json_values,
+    action=st.sampled_from(registry.NAMES) | odd_text | json_values,
     ascii_only=st.booleans(),
 )
 def test_any_frame_is_answered_with_replies_or_exactly_one_error_to_its_sender(

@@ -28,10 +28,10 @@ from tests.support.fuzz import (
 )
 
 from wschat import protocol
+from wschat.chat.registry import COMMANDS
+from wschat.chat.registry import NAMES as ACTIONS
 from wschat.events import WebSocketEvent
 from wschat.protocol import (
-    ACTIONS,
-    COMMANDS,
     MAX_JSON_DEPTH,
     MAX_MESSAGE_CHARS,
     Command,

@@ -19,6 +19,7 @@ from tests.support.events import LambdaContext, load_event, websocket_event
 
 from wschat import protocol
 from wschat.auth import issue_token
+from wschat.chat import registry
 from wschat.handlers import (
     _runtime,
     authorize,
@@ -888,7 +889,7 @@ def test_unknown_action_replies_unknown_action_naming_it(
     reply = assert_rejected(response, sender, protocol.UNKNOWN_ACTION)
     assert reply["action"] == "shout"
     assert "'shout'" in reply["message"]
-    for action in protocol.ACTIONS:
+    for action in registry.NAMES:
         assert action in reply["message"], "the reply names the actions that exist"
     assert stored_ids(store) == set(connected)
 

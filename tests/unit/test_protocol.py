@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from wschat import protocol
+from wschat.chat import registry
 from wschat.protocol import (
     Direct,
     Hello,
@@ -64,7 +65,7 @@ def test_error_codes_are_the_ones_the_doc_lists() -> None:
 def test_actions_are_the_ones_the_doc_lists() -> None:
     documented = [row[0] for row in doc_table("Client → server")]
 
-    assert sorted(documented) == sorted(protocol.ACTIONS)
+    assert sorted(documented) == sorted(registry.NAMES)
 
 
 def test_protocol_version_is_1() -> None:
@@ -249,7 +250,7 @@ def test_unknown_action_is_named_and_the_known_ones_listed() -> None:
     error = refusal('{"action": "shout"}')
 
     assert (error.code, error.action) == (protocol.UNKNOWN_ACTION, "shout")
-    for action in protocol.ACTIONS:
+    for action in registry.NAMES:
         assert action in error.message
 
 

@@ -32,8 +32,8 @@ from typing import Any
 import pytest
 from packaging.requirements import Requirement
 
-from wschat import protocol
 from wschat.auth import AuthSettings
+from wschat.chat import registry
 from wschat.gateway.template import load_api, read_template
 from wschat.service import ChatConfig
 from wschat.storage.base import TableNames
@@ -41,7 +41,6 @@ from wschat.storage.base import TableNames
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = ROOT / "template.yaml"
 REQUIREMENTS_PATH = ROOT / "src" / "requirements.txt"
-SERVICE_PATH = ROOT / "src" / "wschat" / "service.py"
 
 # --- What the template should hold --------------------------------------------------------------
 
@@ -77,19 +76,6 @@ ARNS: dict[str, Any] = {
 }
 
 # route key -> function logical id (docs/protocol.md's actions, grouped by handler module).
-ROUTES = {
-    "$connect": "ConnectFunction",
-    "$disconnect": "DisconnectFunction",
-    "sendMessage": "SendMessageFunction",
-    "direct": "SendMessageFunction",
-    "join": "RoomsFunction",
-    "leave": "RoomsFunction",
-    "setName": "RoomsFunction",
-    "who": "RoomsFunction",
-    "hello": "RoomsFunction",
-    "history": "HistoryFunction",
-    "$default": "DefaultFunction",
-}
 HANDLERS = {
     "ConnectFunction": "wschat.handlers.connect.lambda_handler",
     "DisconnectFunction": "wschat.handlers.disconnect.lambda_handler",
@@ -107,6 +93,11 @@ EDGE_HANDLERS = {
     "PageFunction": "wschat.handlers.page.lambda_handler",
 }
 ALL_HANDLERS = {**HANDLERS, **QUEUE_HANDLERS, **EDGE_HANDLERS}
+# Route key -> template function, from the chat's registry (wschat/chat/registry.py).
+ROUTES = {
+    key: next(f for f, h in HANDLERS.items() if h == handler)
+    for key, handler in registry.routes().items()
+}
 
 # What each ChatStore method asks of DynamoDB (src/wschat/storage/dynamodb.py), as IAM actions
 # on resources. A TransactWriteItems has no IAM action of its own: each Put / Update / Delete in
@@ -520,200 +511,20 @@ def test_iam_check_catches(template: dict[str, Any], break_it: Callable[..., Non
     assert iam_violations(broken)
 
 
-# --- 3. IAM: ALLOWED is what the code reaches -------------------------------------------------
+# --- 3. IAM: ALLOWED is what the registry says each function's code asks of the store -----------
+# wschat/chat/registry.py declares, per action, what its use case calls; the service hands
+# each use case (and the deliverer, connect and forget) a store narrowed to exactly that
+# (wschat.chat.context.ScopedStore), so every test that runs the code checks the declaration.
 
 
-def _self_attr(node: ast.AST, attr: str) -> bool:
-    """``node`` is ``self.<attr>``."""
-    return (
-        isinstance(node, ast.Attribute)
-        and node.attr == attr
-        and isinstance(node.value, ast.Name)
-        and node.value.id == "self"
-    )
-
-
-def _calls(nodes: list[ast.stmt], methods: set[str]) -> tuple[set[str], set[str]]:
-    """Store methods (``self.store.X``) and own methods (``self.X``) named in ``nodes``, called
-    or handed on as callbacks, lambdas and nested blocks included."""
-    store: set[str] = set()
-    own: set[str] = set()
-    for statement in nodes:
-        for node in ast.walk(statement):
-            if not isinstance(node, ast.Attribute):
-                continue
-            if _self_attr(node.value, "store"):  # self.store.X: a store method
-                store.add(node.attr)
-            elif _self_attr(node.value, "queue"):  # self.queue.X: a JobQueue method
-                store.add(f"queue.{node.attr}")
-            elif _self_attr(node, node.attr) and node.attr in methods:
-                own.add(node.attr)
-    return store, own
-
-
-def service_reach() -> Callable[[str, frozenset[str] | None], set[str]]:
-    """A function of (ChatService entry point, actions allowed) -> the ChatStore methods that
-    entry point can call, read from service.py's syntax tree. ``handle`` runs one ``case`` of
-    its ``match`` per action, so only the cases of the allowed actions count."""
-    tree = ast.parse(SERVICE_PATH.read_text(encoding="utf-8"))
-    [service] = [
-        node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "ChatService"
-    ]
-    defs = {node.name: node for node in service.body if isinstance(node, ast.FunctionDef)}
-    methods = set(defs)
-
-    # Every use of self.store must name one of its methods (self.store.X), or the analysis
-    # could miss a call (e.g. ``store = self.store; store.put_item(...)``).
-    named = {id(node.value) for node in ast.walk(service) if isinstance(node, ast.Attribute)}
-    # ``self.queue is None`` tests the port without handing it on.
-    named |= {
-        id(node.left)
-        for node in ast.walk(service)
-        if isinstance(node, ast.Compare)
-        and all(isinstance(op, ast.Is | ast.IsNot) for op in node.ops)
-    }
-    for node in ast.walk(service):
-        for port in ("store", "queue"):
-            if _self_attr(node, port) and not isinstance(node.ctx, ast.Store):
-                assert id(node) in named, f"service.py line {node.lineno}: self.{port} handed on"
-
-    direct: dict[str, tuple[set[str], set[str]]] = {
-        name: _calls(node.body, methods) for name, node in defs.items()
-    }
-
-    # handle: the statements around the match, and one case per action.
-    handle = defs["handle"]
-    [match] = [node for node in ast.walk(handle) if isinstance(node, ast.Match)]
-    around = [statement for statement in handle.body if statement is not match]
-    cases: dict[str, tuple[set[str], set[str]]] = {}
-    for case in match.cases:
-        pattern = case.pattern
-        assert isinstance(pattern, ast.MatchClass) and isinstance(pattern.cls, ast.Attribute)
-        action = getattr(protocol, pattern.cls.attr).ACTION
-        cases[action] = _calls(case.body, methods)
-    assert set(cases) == set(protocol.ACTIONS), "handle's match must name every action"
-
-    def closure(store: set[str], own: set[str]) -> set[str]:
-        reached = set(store)
-        seen: set[str] = set()
-        todo = list(own)
-        while todo:
-            name = todo.pop()
-            if name in seen:
-                continue
-            seen.add(name)
-            called_store, called_own = direct[name]
-            reached |= called_store
-            todo.extend(called_own)
-        return reached
-
-    def reach(entry: str, actions: frozenset[str] | None) -> set[str]:
-        if entry != "handle":
-            return closure(*direct[entry])
-        store, own = _calls(around, methods)
-        for action in actions if actions is not None else cases:
-            store = store | cases[action][0]
-            own = own | cases[action][1]
-        return closure(store, own)
-
-    return reach
-
-
-# The _runtime helpers a handler module may use, and the ChatService entry they run:
-# run_action -> service_for(event).handle(..., allowed=module.ACTIONS). The others touch no
-# store (reply_error posts through the sender alone). test_runtime_helpers_are_as_modelled
-# reads _runtime.py to check both.
-RUNTIME_ENTRIES = {"run_action": "handle"}
-# The _runtime helpers that build a ChatService a handler then runs: service_for(event).X(...)
-# and service_at(endpoint).X(...).
-RUNTIME_SERVICES = {"service_for", "service_at"}
-RUNTIME_STORELESS = {
-    "reply_error",
-    "rejected",
-    "ok",
-    "count_outcome",
-    "sender_of",
-    "config",
-    "job_queue",
-}
-
-
-def test_runtime_helpers_are_as_modelled() -> None:
-    from wschat.handlers import _runtime
-
-    tree = ast.parse(inspect.getsource(_runtime))
-    defs = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
-
-    for name in RUNTIME_STORELESS:
-        body = defs[name]
-        used = {node.id for node in ast.walk(body) if isinstance(node, ast.Name)}
-        assert not used & {"store", "service_for"}, f"_runtime.{name} reaches the store"
-        # ChatService only for its static reply_to, which posts through a sender alone.
-        assert {
-            node.attr
-            for node in ast.walk(body)
-            if isinstance(node, ast.Attribute)
-            and isinstance(node.value, ast.Name)
-            and node.value.id == "ChatService"
-        } <= {"reply_to"}, f"_runtime.{name} uses a ChatService other than reply_to"
-    for name, entry in RUNTIME_ENTRIES.items():
-        called = {
-            node.func.attr
-            for node in ast.walk(defs[name])
-            if isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and isinstance(node.func.value, ast.Call)
-            and isinstance(node.func.value.func, ast.Name)
-            and node.func.value.func.id == "service_for"
-        }
-        assert called == {entry}, f"_runtime.{name} runs service_for(...).{called}"
-        assert "allowed=allowed" in ast.unparse(defs[name]), f"_runtime.{name} drops allowed"
-
-
-def handler_entries(module_name: str) -> set[tuple[str, frozenset[str] | None]]:
-    """The ChatService entry points a handler module reaches, read from its syntax tree:
-    ``_runtime.service_for(ws).<entry>(...)`` and ``_runtime.run_action(...)``."""
-    module = importlib.import_module(module_name)
-    tree = ast.parse(inspect.getsource(module))
-    entries: set[tuple[str, frozenset[str] | None]] = set()
-    for node in ast.walk(tree):
-        if not (
-            isinstance(node, ast.Attribute)
-            and isinstance(node.value, ast.Name)
-            and node.value.id == "_runtime"
-        ):
-            continue
-        if node.attr in RUNTIME_ENTRIES:
-            entries.add((RUNTIME_ENTRIES[node.attr], frozenset(module.ACTIONS)))
-        elif node.attr in RUNTIME_SERVICES:
-            calls = [
-                parent
-                for parent in ast.walk(tree)
-                if isinstance(parent, ast.Attribute)
-                and isinstance(parent.value, ast.Call)
-                and parent.value.func is node
-            ]
-            assert calls, f"{module_name}: {node.attr}(...) used other than as {node.attr}(e).x"
-            entries |= {(call.attr, None) for call in calls}
-        else:
-            assert node.attr in RUNTIME_STORELESS, (
-                f"{module_name} uses _runtime.{node.attr}: teach this test what it reaches"
-            )
-    return entries
-
-
-def reached_store_methods(function_id: str) -> set[str]:
-    reach = service_reach()
-    module_name = ALL_HANDLERS[function_id].rpartition(".")[0]
-    methods: set[str] = set()
-    for entry, actions in handler_entries(module_name):
-        methods |= reach(entry, actions)
-    return methods
+def function_group(function_id: str) -> str:
+    """The registry's function group of a template function: its handler module's name."""
+    return ALL_HANDLERS[function_id].split(".")[2]
 
 
 @pytest.mark.parametrize("function_id", [*HANDLERS, *QUEUE_HANDLERS])
-def test_allowed_table_is_what_the_handler_reaches(function_id: str) -> None:
-    methods = reached_store_methods(function_id)
+def test_allowed_table_is_what_the_registry_declares(function_id: str) -> None:
+    methods = registry.store_needs(function_group(function_id))
     unknown = methods - set(CALLS)
     assert not unknown, f"{function_id} reaches store methods STORE_CALLS lacks: {unknown}"
     needed = set(ALWAYS)
@@ -727,6 +538,28 @@ def test_allowed_table_is_what_the_handler_reaches(function_id: str) -> None:
     extra = allowed - needed
     assert not missing, f"{function_id} needs (for the store methods named): {missing}"
     assert not extra, f"{function_id} is allowed what none of {sorted(methods)} does: {extra}"
+
+
+@pytest.mark.parametrize("function_id", [*HANDLERS, *QUEUE_HANDLERS])
+def test_handlers_reach_the_store_only_through_the_service(function_id: str) -> None:
+    # The narrowing holds only if no handler reaches around it to the whole store.
+    module = importlib.import_module(ALL_HANDLERS[function_id].rpartition(".")[0])
+    tree = ast.parse(inspect.getsource(module))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            assert (node.value.id, node.attr) != ("_runtime", "store"), function_id
+
+
+def test_a_use_case_calling_an_undeclared_store_method_fails() -> None:
+    from wschat.chat.context import ScopedStore, UndeclaredStoreCall
+    from wschat.storage.sqlite import SqliteStore
+
+    store = SqliteStore(":memory:")
+    scoped = ScopedStore(store, {"get_connection"}, "who")
+    assert scoped.get_connection("c") is None
+    with pytest.raises(UndeclaredStoreCall, match="who calls store.room_members"):
+        scoped.room_members("lobby")
+    store.close()
 
 
 CHAT_PACKAGES = ("wschat.service", "wschat.storage", "wschat.delivery", "wschat.handlers._runtime")
@@ -746,35 +579,6 @@ def test_edge_functions_import_no_store_queue_or_sender(function_id: str) -> Non
     reaching = {name for name in imported if name.startswith(CHAT_PACKAGES)}
     assert not reaching, f"{function_id} imports {reaching}"
     assert ALLOWED[function_id] == {}
-
-
-def test_reach_follows_the_code() -> None:
-    # Spot checks that the analysis sees what service.py plainly does.
-    reach = service_reach()
-    # _forget's `left` goes through _to_room, which may page the room or queue it.
-    assert reach("disconnect", None) == {
-        "remove_connection",
-        "room_members",
-        "room_member_ids",
-        "queue.send",
-    }
-    assert reach("deliver", None) == {
-        "room_member_ids",
-        "queue.send",
-        "remove_connection",
-        "room_members",
-    }
-    assert "queue.send" not in reach("handle", frozenset({"history"}))
-    assert reach("handle", frozenset({"history"})) == {
-        "get_connection",
-        "take_token",
-        "message_history",
-    }
-    assert "connection_ids_named" in reach("handle", frozenset({"direct"}))
-    assert "connection_ids_named" not in reach("handle", frozenset({"sendMessage"}))
-    assert "remove_connection" in reach("handle", frozenset({"join"}))  # a 410 while announcing
-    assert handler_entries("wschat.handlers.default") == set()
-    assert handler_entries("wschat.handlers.connect") == {("connect", None)}
 
 
 # --- 4. STORE_CALLS is what the DynamoDB adapter sends -------------------------------------------
@@ -976,7 +780,7 @@ def test_api_selects_routes_by_action(template: dict[str, Any]) -> None:
 
 def test_every_protocol_action_has_a_route() -> None:
     custom = {key for key in ROUTES if not key.startswith("$")}
-    assert custom == set(protocol.ACTIONS)
+    assert custom == set(registry.NAMES)
 
 
 def test_each_route_invokes_its_function(template: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from wschat import protocol
+from wschat.chat import registry
 from wschat.events import WebSocketEvent
 from wschat.handlers import _runtime
 from wschat.observability import bind_invocation
@@ -20,7 +21,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         # (or the frame is not a JSON object with one).
         payload = protocol.parse_frame(ws.body)
         action = protocol.action_of(payload)
-        expected = ", ".join(protocol.ACTIONS)
+        expected = ", ".join(registry.NAMES)
         if action is None:
             raise ProtocolError(
                 protocol.BAD_REQUEST, f'the frame needs an "action" field, one of: {expected}'

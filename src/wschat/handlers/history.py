@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from wschat.chat import registry
 from wschat.handlers import _runtime
 
-ACTIONS = ("history",)
+ACTIONS = registry.actions_of("history")
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

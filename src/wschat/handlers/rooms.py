@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from wschat.chat import registry
 from wschat.handlers import _runtime
 
-ACTIONS = ("join", "leave", "setName", "who", "hello")
+ACTIONS = registry.actions_of("rooms")
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from wschat.chat import registry
 from wschat.handlers import _runtime
 
-ACTIONS = ("sendMessage", "direct")
+ACTIONS = registry.actions_of("send_message")
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
