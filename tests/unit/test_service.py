@@ -16,8 +16,8 @@ from tests.unit.conftest import Chat, Clock, RecordingSender
 
 from wschat import protocol
 from wschat.auth import AuthError, issue_token
-from wschat.protocol import ProtocolError
 from wschat.chat.lifecycle import guest_name
+from wschat.protocol import ProtocolError
 from wschat.service import ChatConfig, ChatService
 from wschat.storage.base import RateLimit
 

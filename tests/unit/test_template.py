@@ -557,7 +557,7 @@ def test_a_use_case_calling_an_undeclared_store_method_fails() -> None:
     store = SqliteStore(":memory:")
     scoped = ScopedStore(store, {"get_connection"}, "who")
     assert scoped.get_connection("c") is None
-    with pytest.raises(UndeclaredStoreCall, match="who calls store.room_members"):
+    with pytest.raises(UndeclaredStoreCall, match=r"who calls store\.room_members"):
         scoped.room_members("lobby")
     store.close()
 
