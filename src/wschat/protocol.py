@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from wschat.storage.base import LOBBY, StoredMessage
 
@@ -122,7 +122,9 @@ def action_of(payload: dict[str, Any]) -> str | None:
 # --- field checks ------------------------------------------------------------------------------
 
 
-def _string(payload: dict[str, Any], key: str, action: str, *, required: bool = True) -> str | None:
+def string_field(
+    payload: dict[str, Any], key: str, action: str, *, required: bool = True
+) -> str | None:
     if key not in payload or payload[key] is None:
         if required:
             raise ProtocolError(BAD_REQUEST, f'"{key}" is required', action)
@@ -157,7 +159,7 @@ def check_room(value: str, action: str | None) -> str:
 
 
 def _text(payload: dict[str, Any], action: str, max_chars: int) -> str:
-    text = _string(payload, "message", action)
+    text = string_field(payload, "message", action)
     assert text is not None
     if not text.strip():
         raise ProtocolError(BAD_REQUEST, '"message" must not be empty', action)
@@ -169,7 +171,7 @@ def _text(payload: dict[str, Any], action: str, max_chars: int) -> str:
 
 
 def _client_id(payload: dict[str, Any], action: str) -> str | None:
-    value = _string(payload, "clientId", action, required=False)
+    value = string_field(payload, "clientId", action, required=False)
     if value is not None and len(value) > MAX_CLIENT_ID_CHARS:
         raise ProtocolError(
             BAD_REQUEST, f'"clientId" must be at most {MAX_CLIENT_ID_CHARS} characters', action
@@ -177,8 +179,8 @@ def _client_id(payload: dict[str, Any], action: str) -> str | None:
     return value
 
 
-def _room(payload: dict[str, Any], action: str, default: str | None = None) -> str:
-    value = _string(payload, "room", action, required=default is None)
+def room_field(payload: dict[str, Any], action: str, default: str | None = None) -> str:
+    value = string_field(payload, "room", action, required=default is None)
     return check_room(value if value is not None else str(default), action)
 
 
@@ -197,7 +199,7 @@ class SendMessage:
     @classmethod
     def parse(cls, payload: dict[str, Any], *, max_chars: int = MAX_MESSAGE_CHARS) -> SendMessage:
         text = _text(payload, cls.ACTION, max_chars)
-        return cls(text, _room(payload, cls.ACTION, LOBBY), _client_id(payload, cls.ACTION))
+        return cls(text, room_field(payload, cls.ACTION, LOBBY), _client_id(payload, cls.ACTION))
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +209,7 @@ class Join:
 
     @classmethod
     def parse(cls, payload: dict[str, Any], **_: Any) -> Join:
-        return cls(_room(payload, cls.ACTION))
+        return cls(room_field(payload, cls.ACTION))
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +219,7 @@ class Leave:
 
     @classmethod
     def parse(cls, payload: dict[str, Any], **_: Any) -> Leave:
-        return cls(_room(payload, cls.ACTION))
+        return cls(room_field(payload, cls.ACTION))
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +229,7 @@ class SetName:
 
     @classmethod
     def parse(cls, payload: dict[str, Any], **_: Any) -> SetName:
-        name = _string(payload, "name", cls.ACTION)
+        name = string_field(payload, "name", cls.ACTION)
         assert name is not None
         return cls(check_name(name, cls.ACTION))
 
@@ -246,14 +248,14 @@ class History:
     @classmethod
     def parse(cls, payload: dict[str, Any], **_: Any) -> History:
         action = cls.ACTION
-        with_user = _string(payload, "with", action, required=False)
+        with_user = string_field(payload, "with", action, required=False)
         room = None
         if with_user is not None:
             check_name(with_user, action, "with")
         else:
-            room = _room(payload, action)
-        after = _string(payload, "after", action, required=False)
-        before = _string(payload, "before", action, required=False)
+            room = room_field(payload, action)
+        after = string_field(payload, "after", action, required=False)
+        before = string_field(payload, "before", action, required=False)
         if after is not None and before is not None:
             raise ProtocolError(BAD_REQUEST, 'give "after" or "before", not both', action)
         for key, value in (("after", after), ("before", before)):
@@ -276,7 +278,7 @@ class Who:
 
     @classmethod
     def parse(cls, payload: dict[str, Any], **_: Any) -> Who:
-        return cls(_room(payload, cls.ACTION, LOBBY))
+        return cls(room_field(payload, cls.ACTION, LOBBY))
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +290,7 @@ class Direct:
 
     @classmethod
     def parse(cls, payload: dict[str, Any], *, max_chars: int = MAX_MESSAGE_CHARS) -> Direct:
-        to = _string(payload, "to", cls.ACTION)
+        to = string_field(payload, "to", cls.ACTION)
         assert to is not None
         check_name(to, cls.ACTION, "to")
         return cls(to, _text(payload, cls.ACTION, max_chars), _client_id(payload, cls.ACTION))
@@ -306,12 +308,22 @@ class Hello:
 Command = SendMessage | Join | Leave | SetName | History | Who | Direct | Hello
 
 
+class CommandParser(Protocol):
+    """A command: its ``ACTION`` and a ``parse`` of the frame's JSON object into one. The
+    chat's live in its registry (wschat/chat/registry.py), next to their use cases."""
+
+    ACTION: ClassVar[str]
+
+    @classmethod
+    def parse(cls, payload: dict[str, Any], *, max_chars: int) -> Any: ...
+
+
 def parse_command(
     body: str | None,
     *,
-    commands: Mapping[str, type[Command]] | None = None,
+    commands: Mapping[str, type[CommandParser]] | None = None,
     max_chars: int = MAX_MESSAGE_CHARS,
-) -> Command:
+) -> Any:
     """A checked command from a client frame, or ProtocolError naming what is wrong.
     ``commands``: action -> its command; by default the chat's (wschat.chat.registry, the one
     list of actions)."""

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from wschat import protocol
 from wschat.chat.registry import NAMES as ACTIONS
+from wschat.chat.typing import Typing
 from wschat.protocol import MAX_HISTORY_LIMIT, Command
 
 # Every field any action reads.
@@ -90,6 +91,12 @@ def valid_frames(draw: st.DrawFn) -> tuple[dict[str, Any], Command]:
         room = draw(rooms)
         frame = {"room": room, "after": after, "before": before, "limit": limit}
         return frame | {"action": action}, protocol.History(room, None, after, before, limit)
+    if action == "typing":
+        if draw(st.booleans()):
+            to = draw(names)
+            return {"action": action, "to": to}, Typing(None, to)
+        room = draw(rooms)
+        return {"action": action, "room": room}, Typing(room)
     return {"action": action}, protocol.Hello()
 
 

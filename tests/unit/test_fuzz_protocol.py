@@ -159,6 +159,7 @@ VALID_FRAMES: dict[str, dict[str, Any]] = {
     "who": {"room": "general"},
     "setName": {"name": "alice"},
     "history": {"room": "general", "after": "0000000001", "limit": 10},
+    "typing": {"room": "general"},
 }
 OPTIONAL_FIELDS = {
     "sendMessage": {"room", "clientId"},

@@ -12,6 +12,7 @@ import pytest
 
 from wschat import protocol
 from wschat.chat import registry
+from wschat.chat.typing import typing_event
 from wschat.protocol import (
     Direct,
     Hello,
@@ -504,6 +505,7 @@ def test_every_event_type_the_doc_lists_is_built_here() -> None:
         protocol.renamed_event("lobby", "a", "b", 0, [])["type"],
         protocol.direct_event(DIRECT_MESSAGE)["type"],
         protocol.hello_event("c", "a", [])["type"],
+        typing_event("a", room="lobby", to=None)["type"],
         ProtocolError(protocol.BAD_REQUEST, "x").to_event()["type"],
     }
 

@@ -514,6 +514,7 @@ def test_project_template_runs_the_wschat_handlers() -> None:
         "$disconnect": "disconnect",
         "sendMessage": "send_message",
         "direct": "send_message",
+        "typing": "send_message",
         "join": "rooms",
         "leave": "rooms",
         "setName": "rooms",

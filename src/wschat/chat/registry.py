@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wschat import protocol
-from wschat.chat import deliverer, lifecycle, messages, rooms
+from wschat.chat import deliverer, lifecycle, messages, rooms, typing
 from wschat.chat.context import Context
 from wschat.chat.intents import Intent
 
@@ -29,7 +29,7 @@ HANDLE_NEEDS = frozenset({"get_connection", "take_token"})
 @dataclass(frozen=True)
 class Action:
     name: str
-    command: type[protocol.Command]
+    command: type[protocol.CommandParser]
     run: Callable[[Context, Any], list[Intent]]
     function: str  # the function group: the handler module wschat.handlers.<function>
     store: frozenset[str]  # the store methods the use case calls
@@ -37,7 +37,7 @@ class Action:
 
 
 def _row(
-    command: type[protocol.Command],
+    command: type[Any],
     run: Callable[[Context, Any], list[Intent]],
     function: str,
     store: set[str],
@@ -61,9 +61,13 @@ ACTIONS: dict[str, Action] = {
         _row(protocol.Who, rooms.who, "rooms", {"room_members"}, fans_out=False),
         _row(protocol.Hello, rooms.hello, "rooms", set(), fans_out=False),
         _row(protocol.History, messages.history, "history", {"message_history"}, fans_out=False),
+        _row(typing.Typing, typing.typing, "send_message",
+             {"room_members", "connection_ids_named"}, fans_out=True),
     )
 }  # fmt: skip
-COMMANDS: dict[str, type[protocol.Command]] = {name: row.command for name, row in ACTIONS.items()}
+COMMANDS: dict[str, type[protocol.CommandParser]] = {
+    name: row.command for name, row in ACTIONS.items()
+}
 NAMES = tuple(ACTIONS)
 
 # The routes that are no action, their function groups, and what they ask of the store.
