@@ -1,5 +1,5 @@
 """The ChatStore contract, run against every adapter: SQLite on a file, DynamoDB over real HTTP on
-a moto server (four fresh tables per test). The same test passing for both is what lets the local
+a moto server (five fresh tables per test). The same test passing for both is what lets the local
 gateway stand in for AWS. DynamoDB-only behaviour (the tables and items, errors, configuration
 from the environment) follows the contract."""
 
@@ -62,7 +62,7 @@ def table_names(tables: TableNames) -> list[str]:
 
 @pytest.fixture
 def dynamodb_tables(dynamodb_client: Any) -> Iterator[TableNames]:
-    """Four fresh tables on the moto server, dropped afterwards."""
+    """Five fresh tables on the moto server, dropped afterwards."""
     tables = unique_tables()
     ensure_tables(dynamodb_client, tables)
     yield tables
@@ -755,6 +755,7 @@ def test_ensure_tables_is_idempotent_and_makes_keys_index_and_ttl(dynamodb_clien
     assert keys(tables.members) == [("room", "HASH"), ("connectionId", "RANGE")]
     assert keys(tables.messages) == [("room", "HASH"), ("id", "RANGE")]
     assert keys(tables.rooms) == [("room", "HASH")]
+    assert keys(tables.room_users) == [("room", "HASH"), ("user", "RANGE")]
     assert all(
         t["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST" for t in described.values()
     )
@@ -765,6 +766,7 @@ def test_ensure_tables_is_idempotent_and_makes_keys_index_and_ttl(dynamodb_clien
     expiring = {"TimeToLiveStatus": "ENABLED", "AttributeName": "expiresAt"}
     assert ttl[tables.connections] == ttl[tables.members] == ttl[tables.messages] == expiring
     assert ttl[tables.rooms]["TimeToLiveStatus"] == "DISABLED"  # a room's lastId never expires
+    assert ttl[tables.room_users]["TimeToLiveStatus"] == "DISABLED"  # nor a user's read mark
 
 
 def test_ensure_tables_adds_the_name_index_to_a_connections_table_made_before_it(
@@ -869,11 +871,35 @@ def _every_operation(store: ChatStore) -> dict[str, Callable[[], Any]]:
         "remove": lambda: store.remove_connection(ALICE),
         "append": lambda: store.append_message(message("lobby", "hi")),
         "history": lambda: store.message_history("lobby"),
+        "get_message": lambda: store.get_message("lobby", "01AAAAAAAA"),
+        "edit": lambda: store.edit_message("lobby", "01A", author="a", text="x", edited_at=1),
+        "delete_message": lambda: store.delete_message("lobby", "01A", deleted_at=1, author=None),
+        "react": lambda: store.react("lobby", "01A", user="a", emoji="e", on=True, max_emojis=1),
+        "unreact": lambda: store.react("lobby", "01A", user="a", emoji="e", on=False, max_emojis=1),
+        "unread": lambda: store.unread_count("lobby", after=None, limit=10),
+        "create_room": lambda: store.create_room(
+            "lobby", owner="a", topic="", private=False, created_at=1
+        ),
+        "get_room": lambda: store.get_room("lobby"),
+        "set_topic": lambda: store.set_topic("lobby", "t"),
+        "public_rooms": lambda: store.public_rooms(after=None, limit=10),
+        "member_count": lambda: store.room_member_count("lobby"),
+        "get_room_user": lambda: store.get_room_user("lobby", "a"),
+        "room_users": lambda: store.room_users("lobby", limit=10),
+        "set_role": lambda: store.set_role("lobby", "a", "member"),
+        "invite": lambda: store.invite("lobby", "a"),
+        "set_muted": lambda: store.set_muted("lobby", "a", 1),
+        "mark_read": lambda: store.mark_read("lobby", "a", "01A"),
+        "read_marks": lambda: store.read_marks("a", ["lobby"]),
     }
 
 
 OPERATIONS = ["put", "put_with_rooms", "get", "delete", "scan", "rename", "named", "take_token"]
 OPERATIONS += ["join", "leave", "members", "remove", "append", "history"]
+OPERATIONS += ["get_message", "edit", "delete_message", "react", "unreact", "unread"]
+OPERATIONS += ["create_room", "get_room", "set_topic", "public_rooms", "member_count"]
+OPERATIONS += ["get_room_user", "room_users", "set_role", "invite", "set_muted", "mark_read"]
+OPERATIONS += ["read_marks"]
 
 
 @pytest.mark.parametrize("operation", OPERATIONS)
@@ -1058,12 +1084,14 @@ def test_open_store_from_env_reaches_the_tables_named_by_the_environment(
         assert store.get_connection(ALICE) == connection
         assert list(store.scan_connection_ids()) == [ALICE]
         stored = store.append_message(message("lobby", "hi"))
+        store.mark_read("lobby", "alice", stored.id)
         # Each record is in the table its variable names, on the moto server.
         for table, key in [
             (dynamodb_tables.connections, {"connectionId": {"S": ALICE}}),
             (dynamodb_tables.members, {"room": {"S": "lobby"}, "connectionId": {"S": ALICE}}),
             (dynamodb_tables.messages, {"room": {"S": "lobby"}, "id": {"S": stored.id}}),
             (dynamodb_tables.rooms, {"room": {"S": "lobby"}}),
+            (dynamodb_tables.room_users, {"room": {"S": "lobby"}, "user": {"S": "alice"}}),
         ]:
             assert "Item" in dynamodb_client.get_item(TableName=table, Key=key), table
         store.delete_connection(ALICE)

@@ -44,12 +44,13 @@ REQUIREMENTS_PATH = ROOT / "src" / "requirements.txt"
 
 # --- What the template should hold --------------------------------------------------------------
 
-# The four tables: logical id -> (name parameter, its default, the TableNames field).
+# The five tables: logical id -> (name parameter, its default, the TableNames field).
 TABLES = {
     "ConnectionsTable": ("TableName", "websocket-connections", "connections"),
     "MembersTable": ("MembersTableName", "chat-members", "members"),
     "MessagesTable": ("MessagesTableName", "chat-messages", "messages"),
     "RoomsTable": ("RoomsTableName", "chat-rooms", "rooms"),
+    "RoomUsersTable": ("RoomUsersTableName", "chat-room-users", "room_users"),
 }
 
 # Resources a policy may name, by a short key.
@@ -58,6 +59,8 @@ NAME_INDEX = "ConnectionsTable/index/name-index"
 MEMBERS = "MembersTable"
 MESSAGES = "MessagesTable"
 ROOMS = "RoomsTable"
+PUBLIC_INDEX = "RoomsTable/index/public-index"
+ROOM_USERS = "RoomUsersTable"
 POST = "@connections POST"
 FANOUT = "FanoutQueue"
 
@@ -71,6 +74,8 @@ ARNS: dict[str, Any] = {
     MEMBERS: {"Fn::GetAtt": ["MembersTable", "Arn"]},
     MESSAGES: {"Fn::GetAtt": ["MessagesTable", "Arn"]},
     ROOMS: {"Fn::GetAtt": ["RoomsTable", "Arn"]},
+    PUBLIC_INDEX: {"Fn::Sub": "${RoomsTable.Arn}/index/public-index"},
+    ROOM_USERS: {"Fn::GetAtt": ["RoomUsersTable", "Arn"]},
     POST: MANAGE_CONNECTIONS_ARN,
     FANOUT: {"Fn::GetAtt": ["FanoutQueue", "Arn"]},
 }
@@ -132,14 +137,35 @@ STORE_CALLS: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:DeleteItem", CONNECTIONS),
         ("dynamodb:BatchWriteItem", MEMBERS),
     },
-    # GetItem of the room's lastId, then a transaction: conditional Put of the room's new
-    # lastId and Put of the message.
+    # GetItem of the room's record, then a transaction: Put of the record with its new lastId
+    # (conditional: every attribute as read) and Put of the message.
     "append_message": {
         ("dynamodb:GetItem", ROOMS),
         ("dynamodb:PutItem", ROOMS),
         ("dynamodb:PutItem", MESSAGES),
     },
     "message_history": {("dynamodb:Query", MESSAGES)},
+    "get_message": {("dynamodb:GetItem", MESSAGES)},
+    "edit_message": {("dynamodb:UpdateItem", MESSAGES)},  # conditional: author, not deleted
+    # GetItem (which reaction attributes to remove), conditional UpdateItem of the tombstone.
+    "delete_message": {("dynamodb:GetItem", MESSAGES), ("dynamodb:UpdateItem", MESSAGES)},
+    # A conditional UpdateItem; a removal reads the message first (GetItem).
+    "react": {("dynamodb:GetItem", MESSAGES), ("dynamodb:UpdateItem", MESSAGES)},
+    "unread_count": {("dynamodb:Query", MESSAGES)},  # Select COUNT
+    # Conditional UpdateItems of the room's record; GetItem to read it.
+    "create_room": {("dynamodb:UpdateItem", ROOMS)},
+    "get_room": {("dynamodb:GetItem", ROOMS)},
+    "set_topic": {("dynamodb:UpdateItem", ROOMS)},
+    "public_rooms": {("dynamodb:Query", PUBLIC_INDEX)},  # the sparse GSI, never a Scan
+    "room_member_count": {("dynamodb:Query", MEMBERS)},  # Select COUNT
+    "get_room_user": {("dynamodb:GetItem", ROOM_USERS)},
+    "room_users": {("dynamodb:Query", ROOM_USERS)},
+    "set_role": {("dynamodb:UpdateItem", ROOM_USERS)},
+    "invite": {("dynamodb:UpdateItem", ROOM_USERS)},
+    "set_muted": {("dynamodb:UpdateItem", ROOM_USERS)},
+    # Conditional UpdateItem (forward only); GetItem of the mark when it was already past.
+    "mark_read": {("dynamodb:UpdateItem", ROOM_USERS), ("dynamodb:GetItem", ROOM_USERS)},
+    "read_marks": {("dynamodb:BatchGetItem", ROOM_USERS)},  # chunks of 100 keys
 }
 
 # What the service asks of its JobQueue (``self.queue.X``, src/wschat/delivery/sqs.py):
@@ -712,6 +738,40 @@ def adapter_calls(template: dict[str, Any]) -> dict[str, set[tuple[str, str]]]:
         ]
         assert run("remove_connection", "b") is not None
         assert run("remove_connection", "nobody") is None
+        # Issue 12's records, each branch.
+        assert run("get_message", "lobby", first.id) is not None
+        assert run("edit_message", "lobby", first.id, author="alice2", text="1", edited_at=now_ms)
+        assert (
+            run("edit_message", "lobby", first.id, author="bob", text="x", edited_at=now_ms) is None
+        )
+        react = {"user": "bob", "emoji": "+1", "max_emojis": 2}
+        assert run("react", "lobby", first.id, on=True, **react) is not None
+        assert run("react", "lobby", first.id, on=True, **{**react, "emoji": "a"}) is not None
+        assert run("react", "lobby", first.id, on=True, **{**react, "emoji": "b"}) is None
+        assert run("react", "lobby", first.id, on=False, **{**react, "user": "x"}) is not None
+        assert run("react", "lobby", first.id, on=False, **react) is not None
+        assert run("delete_message", "lobby", first.id, deleted_at=now_ms, author=None)
+        assert run("delete_message", "lobby", first.id, deleted_at=now_ms, author=None) is None
+        assert run("react", "lobby", first.id, on=True, **react) is None
+        assert run("unread_count", "lobby", after=None, limit=10) == 1
+        assert run("create_room", "lobby", owner="a", topic="", private=False, created_at=now_ms)
+        assert not run("create_room", "lobby", owner="b", topic="", private=True, created_at=1)
+        assert run("get_room", "lobby") is not None
+        assert run("set_topic", "lobby", "t") is True
+        assert run("set_topic", "nowhere", "t") is False
+        assert [r.room for r in run("public_rooms", after=None, limit=5)] == ["lobby"]
+        assert run("room_member_count", "lobby") >= 1
+        assert run("get_room_user", "lobby", "bob") is None
+        run("set_role", "lobby", "bob", "moderator")
+        run("set_role", "lobby", "bob", None)
+        assert run("invite", "lobby", "bob") is True
+        assert run("invite", "lobby", "bob") is False
+        run("set_muted", "lobby", "bob", now_ms)
+        run("set_muted", "lobby", "bob", None)
+        assert run("mark_read", "lobby", "bob", second.id) == second.id
+        assert run("mark_read", "lobby", "bob", first.id) == second.id
+        assert run("read_marks", "bob", ["lobby", "general"]) == {"lobby": second.id}
+        assert [u.user for u in run("room_users", "lobby", limit=5)] == ["bob"]
     return recorded
 
 
@@ -993,6 +1053,7 @@ def test_table_keys_index_and_ttl(template: dict[str, Any]) -> None:
     assert keys("MembersTable") == [("room", "HASH", "S"), ("connectionId", "RANGE", "S")]
     assert keys("MessagesTable") == [("room", "HASH", "S"), ("id", "RANGE", "S")]
     assert keys("RoomsTable") == [("room", "HASH", "S")]
+    assert keys("RoomUsersTable") == [("room", "HASH", "S"), ("user", "RANGE", "S")]
 
     connections = template["Resources"]["ConnectionsTable"]["Properties"]
     assert connections["GlobalSecondaryIndexes"] == [
@@ -1003,13 +1064,30 @@ def test_table_keys_index_and_ttl(template: dict[str, Any]) -> None:
         }
     ]
     assert {"AttributeName": "name", "AttributeType": "S"} in connections["AttributeDefinitions"]
+    rooms = template["Resources"]["RoomsTable"]["Properties"]
+    assert rooms["GlobalSecondaryIndexes"] == [
+        {
+            "IndexName": "public-index",
+            "KeySchema": [
+                {"AttributeName": "listed", "KeyType": "HASH"},
+                {"AttributeName": "room", "KeyType": "RANGE"},
+            ],
+            "Projection": {
+                "ProjectionType": "INCLUDE",
+                "NonKeyAttributes": ["owner", "topic", "createdAt"],
+            },
+        }
+    ]
+    assert {"AttributeName": "listed", "AttributeType": "S"} in rooms["AttributeDefinitions"]
 
     ttl = {"AttributeName": "expiresAt", "Enabled": True}
     for logical_id in ("ConnectionsTable", "MembersTable", "MessagesTable"):
         props = template["Resources"][logical_id]["Properties"]
         assert props["TimeToLiveSpecification"] == ttl, logical_id
-    # A room's lastId must outlive its messages, or ids could repeat.
-    assert "TimeToLiveSpecification" not in template["Resources"]["RoomsTable"]["Properties"]
+    # A room's lastId must outlive its messages, or ids could repeat; a user's role and read
+    # mark outlive their connections.
+    for logical_id in ("RoomsTable", "RoomUsersTable"):
+        assert "TimeToLiveSpecification" not in template["Resources"][logical_id]["Properties"]
 
 
 def test_tables_match_what_the_store_creates(template: dict[str, Any]) -> None:
@@ -1044,6 +1122,7 @@ ENVIRONMENT = {
     "MEMBERS_TABLE": {"Ref": "MembersTable"},
     "MESSAGES_TABLE": {"Ref": "MessagesTable"},
     "ROOMS_TABLE": {"Ref": "RoomsTable"},
+    "ROOM_USERS_TABLE": {"Ref": "RoomUsersTable"},
     "WSCHAT_STORE": "dynamodb",
     "POWERTOOLS_SERVICE_NAME": "wschat",
     "POWERTOOLS_METRICS_NAMESPACE": "wschat",

@@ -546,6 +546,7 @@ def test_project_template_runs_the_wschat_handlers() -> None:
             "MEMBERS_TABLE": "chat-members",
             "MESSAGES_TABLE": "chat-messages",
             "ROOMS_TABLE": "chat-rooms",
+            "ROOM_USERS_TABLE": "chat-room-users",
             "WSCHAT_STORE": "dynamodb",
             "POWERTOOLS_SERVICE_NAME": "wschat",
             "POWERTOOLS_METRICS_NAMESPACE": "wschat",

@@ -1,11 +1,16 @@
 """Storage ports: what the chat needs from a store, whatever backs it (SQLite or DynamoDB).
 
-Three ports, one adapter class per backend implementing all of them (``ChatStore``):
+One adapter class per backend implements all of it (``ChatStore``), record by record:
 
-* ``ConnectionStore``: the seed's ``websocket-connections`` table, keyed by ``connectionId``,
-  plus each connection's name, rooms and rate-limit bucket; connections by name.
-* ``MembershipStore``: one record per (room, connection), read by room with a Query.
-* ``MessageStore``: messages by room, ids allocated in the same atomic step that stores them.
+* connections: the seed's ``websocket-connections`` table, keyed by ``connectionId``, plus each
+  connection's name, rooms and rate-limit bucket; connections by name (``ConnectionStore`` is
+  the seed's part alone).
+* memberships: one record per (room, connection), read by room with a Query.
+* messages: by room, ids allocated in the same atomic step that stores them; edits, deletes
+  (a tombstone, the text gone) and reactions change a message in one conditional write.
+* rooms: each room's last message id and, once someone creates it, its owner, topic and
+  whether it is private; public rooms are listed in name order.
+* room users: per (room, user name) state: role, invitation, mute, read mark.
 
 Exception tree::
 
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import ClassVar, Literal, Protocol
 
 # API Gateway closes every connection after 2 hours; records live a little longer so a missed
 # $disconnect (a crashed Lambda, a throttled invocation) is cleaned up by the table's TTL.
@@ -79,6 +84,9 @@ class NewMessage:
 
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
+    """A message as stored. A deleted one is a tombstone: ``deleted``, its text "" and no
+    reactions (the store keeps neither)."""
+
     room: str
     id: str
     sender: str
@@ -86,12 +94,48 @@ class StoredMessage:
     ts: int
     client_id: str | None = None
     to: str | None = None
+    edited_at: int | None = None  # epoch milliseconds of the last edit
+    deleted: bool = False
+    # emoji -> the users who reacted with it, sorted; emojis in sorted order, none without users
+    reactions: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class HistoryPage:
     messages: list[StoredMessage]  # oldest first
     more: bool  # older messages exist (newest page, before=...) or newer ones (after=...)
+
+
+Role = Literal["owner", "moderator", "member"]
+ROLES: tuple[Role, ...] = ("owner", "moderator", "member")
+
+
+def parse_role(value: object) -> Role | None:
+    """A stored role as a ``Role``; None for none (or for one this version does not know)."""
+    return next((role for role in ROLES if role == value), None)
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    """A created room's record (rooms that only have messages have none)."""
+
+    room: str
+    owner: str
+    topic: str
+    private: bool
+    created_at: int  # epoch milliseconds
+
+
+@dataclass(frozen=True, slots=True)
+class RoomUser:
+    """One user's state in one room, by user name (not connection): it outlives connections."""
+
+    room: str
+    user: str
+    role: Role | None = None
+    invited: bool = False
+    muted_until: int | None = None  # epoch milliseconds
+    last_read: str | None = None  # the id of the last message the user has read
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,18 +155,20 @@ class RateLimit:
 
 @dataclass(frozen=True, slots=True)
 class TableNames:
-    """The four tables, named by environment variables (the seed's WEBSOCKET_TABLE first)."""
+    """The five tables, named by environment variables (the seed's WEBSOCKET_TABLE first)."""
 
     connections: str = "websocket-connections"
     members: str = "chat-members"
     messages: str = "chat-messages"
     rooms: str = "chat-rooms"
+    room_users: str = "chat-room-users"
 
     ENV: ClassVar[dict[str, str]] = {
         "connections": "WEBSOCKET_TABLE",
         "members": "MEMBERS_TABLE",
         "messages": "MESSAGES_TABLE",
         "rooms": "ROOMS_TABLE",
+        "room_users": "ROOM_USERS_TABLE",
     }
 
     @classmethod
@@ -225,7 +271,84 @@ class ChatStore(ConnectionStore, Protocol):
         limit: int = 50,
     ) -> HistoryPage:
         """A page of the room's messages: just after ``after``, just before ``before``, or the
-        newest; always oldest first."""
+        newest; always oldest first. Deleted messages are in it as tombstones."""
+
+    def get_message(self, room: str, message_id: str) -> StoredMessage | None:
+        """One message (a tombstone if deleted); None if there is none or it has expired."""
+
+    def edit_message(
+        self, room: str, message_id: str, *, author: str, text: str, edited_at: int
+    ) -> StoredMessage | None:
+        """Replace the text of ``author``'s own message; the message after, or None (and nothing
+        changed) when it is missing, expired, deleted or someone else's. One conditional
+        write: an edit racing a delete either lands before it or not at all."""
+
+    def delete_message(
+        self, room: str, message_id: str, *, deleted_at: int, author: str | None
+    ) -> StoredMessage | None:
+        """Turn a message into a tombstone: its text and reactions are removed from the store.
+        With ``author``, only that author's own message; with None, anyone's (a moderator's
+        delete: the caller checks the permission). The tombstone, or None when the message is
+        missing, expired, someone else's or already deleted (of two racing deletes one wins)."""
+
+    def react(
+        self, room: str, message_id: str, *, user: str, emoji: str, on: bool, max_emojis: int
+    ) -> StoredMessage | None:
+        """Add (``on``) or remove ``user``'s ``emoji`` reaction, at most one per user per emoji;
+        the message after. None (nothing changed) when the message is missing, expired or
+        deleted, or ``on`` would make it carry more than ``max_emojis`` distinct emojis.
+        Removing a reaction that is not there changes nothing and returns the message."""
+
+    def unread_count(self, room: str, *, after: str | None, limit: int) -> int:
+        """How many messages the room holds after the id ``after`` (all of them with None), at
+        most ``limit``: a count, reading no texts. Expired and deleted messages do not count;
+        the user's own messages do (the store does not know whose mark it is)."""
+
+    # --- rooms ---
+
+    def create_room(
+        self, room: str, *, owner: str, topic: str, private: bool, created_at: int
+    ) -> bool:
+        """Give the room an owner, topic and visibility; False (nothing changed) if it already
+        has an owner. A room that has messages but was never created can be."""
+
+    def get_room(self, room: str) -> RoomInfo | None:
+        """The room's record; None while nobody has created it."""
+
+    def set_topic(self, room: str, topic: str) -> bool:
+        """Change a created room's topic; False if the room was never created."""
+
+    def public_rooms(self, *, after: str | None, limit: int) -> list[RoomInfo]:
+        """Up to ``limit`` created public rooms, in room name order, those after ``after`` only
+        (the last name of the page before). An index, never a Scan; on DynamoDB eventually
+        consistent (a room created a moment ago may be missing for a moment)."""
+
+    def room_member_count(self, room: str) -> int:
+        """How many memberships (connections) the room has: a count, reading no names."""
+
+    # --- room users ---
+
+    def get_room_user(self, room: str, user: str) -> RoomUser | None:
+        """The user's state in the room; None if nothing was ever set for them there."""
+
+    def room_users(self, room: str, *, after: str | None = None, limit: int) -> list[RoomUser]:
+        """A page of the room's user records in user name order, those after ``after`` only."""
+
+    def set_role(self, room: str, user: str, role: Role | None) -> None:
+        """Set (or with None clear) the user's role in the room; the last write wins."""
+
+    def invite(self, room: str, user: str) -> bool:
+        """Mark the user invited to the room; False if they already were."""
+
+    def set_muted(self, room: str, user: str, until_ms: int | None) -> None:
+        """Mute the user in the room until ``until_ms`` (epoch ms), or unmute with None."""
+
+    def mark_read(self, room: str, user: str, up_to: str) -> str:
+        """Move the user's read mark in the room forward to the message id ``up_to``, never
+        back (one conditional write: of racing marks the greatest wins); the mark after."""
+
+    def read_marks(self, user: str, rooms: Sequence[str]) -> dict[str, str]:
+        """The user's read mark in each of ``rooms`` that has one (batched reads)."""
 
 
 def member_names(members: Sequence[Member]) -> list[str]:

@@ -1,10 +1,15 @@
-"""DynamoDB adapter: the ``ChatStore`` port over the four tables of the AWS deployment.
+"""DynamoDB adapter: the ``ChatStore`` port over the five tables of the AWS deployment.
 
-The tables, their keys and the items the store writes are in ``wschat.storage.dynamodb_tables``.
+The tables, their keys and the items the store writes are in ``wschat.storage.dynamodb_tables``
+(and docs/dynamodb.md). This module holds connections and memberships, and the botocore
+boundary every request goes through; messages are in ``wschat.storage.dynamodb_messages``,
+rooms and room users in ``wschat.storage.dynamodb_rooms`` (mixins sending through
+``wschat.storage.dynamodb_records.Records``, which this store implements).
+
 A connection's rooms are kept twice: as the ``rooms`` set on its record (read by
 ``get_connection`` and ``remove_connection``) and as one membership item per room (read by
 ``room_members``, a Query by room); every write that changes one changes the other in the same
-transaction. Writes that read first (rate-limit buckets, message ids) are optimistic: a
+transaction. Writes that read first (rate-limit buckets, message ids, deletes) are optimistic: a
 conditional write that fails because another invocation got there first is tried again on fresh
 data a bounded number of times, then reported as ``StoreUnavailable``.
 
@@ -26,7 +31,6 @@ A failed condition is not an error: it is the answer (``join_room`` returns Fals
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -34,19 +38,19 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from wschat import ids
 from wschat.storage import dynamodb_tables as schema
 from wschat.storage.base import (
     Connection,
-    HistoryPage,
     Member,
-    NewMessage,
     RateLimit,
-    StoredMessage,
     StoreError,
     StoreUnavailable,
     TableNames,
 )
+from wschat.storage.dynamodb_messages import MessageRecords
+from wschat.storage.dynamodb_records import OPTIMISTIC_ATTEMPTS as _OPTIMISTIC_ATTEMPTS
+from wschat.storage.dynamodb_records import pause as _pause
+from wschat.storage.dynamodb_rooms import RoomRecords
 
 # Error codes DynamoDB answers when it is overloaded or failing, not when the request is wrong.
 _UNAVAILABLE_CODES = frozenset(
@@ -65,8 +69,8 @@ _CONTENTION_REASONS = frozenset(
 _CONDITION_FAILED = "ConditionalCheckFailed"  # a cancellation reason
 _TRANSACT_MAX_ITEMS = 100  # DynamoDB's limit per TransactWriteItems
 _BATCH_MAX_ITEMS = 25  # and per BatchWriteItem
+_BATCH_GET_MAX_KEYS = 100  # and per BatchGetItem
 _CONFLICT_ATTEMPTS = 3  # tries of a transaction that conflicting transactions cancel
-_OPTIMISTIC_ATTEMPTS = 16  # tries of read, compute, conditional write on one hot item
 
 
 def _error_code(exc: ClientError) -> str:
@@ -84,11 +88,6 @@ def _translated(what: str) -> Iterator[None]:
         raise StoreError(f"DynamoDB {what}: {exc}") from exc
     except BotoCoreError as exc:
         raise StoreUnavailable(f"DynamoDB {what}: {exc}") from exc
-
-
-def _pause(attempt: int) -> None:
-    """Full-jitter backoff before trying a contended write again (at most 50 ms)."""
-    time.sleep(random.uniform(0, min(0.05, 0.002 * 2**attempt)))
 
 
 def _transact(client: Any, what: str, items: Sequence[dict[str, Any]]) -> tuple[str, ...]:
@@ -148,8 +147,30 @@ def _batch_write(client: Any, table: str, requests: Sequence[dict[str, Any]]) ->
             )
 
 
-class DynamoDBStore:
-    """The ChatStore port over four DynamoDB tables, through an injected boto3 client."""
+def _batch_get(
+    client: Any, table: str, keys: Sequence[dict[str, Any]], **options: Any
+) -> list[dict[str, Any]]:
+    """BatchGetItem in chunks of 100 keys, asking for unprocessed keys again with backoff."""
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(keys), _BATCH_GET_MAX_KEYS):
+        pending = list(keys[start : start + _BATCH_GET_MAX_KEYS])
+        for attempt in range(_OPTIMISTIC_ATTEMPTS):
+            with _translated(f"BatchGetItem {table}"):
+                reply = client.batch_get_item(RequestItems={table: {"Keys": pending, **options}})
+            found += reply.get("Responses", {}).get(table, [])
+            pending = reply.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
+            if not pending:
+                break
+            _pause(attempt)
+        else:
+            raise StoreUnavailable(
+                f"DynamoDB BatchGetItem {table}: {len(pending)} keys left unprocessed"
+            )
+    return found
+
+
+class DynamoDBStore(MessageRecords, RoomRecords):
+    """The ChatStore port over five DynamoDB tables, through an injected boto3 client."""
 
     def __init__(
         self, client: Any, tables: TableNames, *, scan_page_size: int | None = None
@@ -176,6 +197,24 @@ class DynamoDBStore:
         store = cls(boto3.client("dynamodb", config=config), tables)
         store._owns_client = True
         return store
+
+    # --- the requests of the record modules (dynamodb_records.Records) ----------------------
+
+    def _call(self, operation: str, what: str, **request: Any) -> dict[str, Any]:
+        with _translated(what):
+            reply: dict[str, Any] = getattr(self._client, operation)(**request)
+            return reply
+
+    def _conditional(self, operation: str, what: str, **request: Any) -> dict[str, Any] | None:
+        return _conditional(self._client, operation, what, **request)
+
+    def _transact(self, what: str, items: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+        return _transact(self._client, what, items)
+
+    def _batch_get(
+        self, table: str, keys: Sequence[dict[str, Any]], **options: Any
+    ) -> list[dict[str, Any]]:
+        return _batch_get(self._client, table, keys, **options)
 
     # --- connections -------------------------------------------------------------------------
 
@@ -474,91 +513,6 @@ class DynamoDBStore:
         )
         return connection
 
-    # --- messages ----------------------------------------------------------------------------
-
-    def append_message(self, message: NewMessage) -> StoredMessage:
-        what = f"TransactWriteItems append {message.room}"
-        room_key = schema.room_key(message.room)
-        for attempt in range(_OPTIMISTIC_ATTEMPTS):
-            with _translated(f"GetItem {self.tables.rooms} {message.room}"):
-                room = self._client.get_item(
-                    TableName=self.tables.rooms, Key=room_key, ConsistentRead=True
-                ).get("Item")
-            last_id: str | None = None if room is None else room["lastId"]["S"]
-            message_id = ids.next_id(last_id, message.ts)
-            # lastId moves only from the value read, in the transaction that stores the
-            # message: ids in a room increase in the order its messages are stored.
-            advance: dict[str, Any] = {
-                "TableName": self.tables.rooms,
-                "Item": {**room_key, "lastId": schema.s(message_id)},
-            }
-            if last_id is None:
-                advance["ConditionExpression"] = "attribute_not_exists(room)"
-            else:
-                advance["ConditionExpression"] = "lastId = :last"
-                advance["ExpressionAttributeValues"] = {":last": schema.s(last_id)}
-            store = {
-                "TableName": self.tables.messages,
-                "Item": schema.message_item(message, message_id),
-            }
-            if not _transact(self._client, what, [{"Put": advance}, {"Put": store}]):
-                return StoredMessage(
-                    message.room,
-                    message_id,
-                    message.sender,
-                    message.text,
-                    message.ts,
-                    message.client_id,
-                    message.to,
-                )
-            _pause(attempt)  # another message took the room's next id first: read again
-        raise StoreUnavailable(f"DynamoDB {what}: too many concurrent writers")
-
-    def message_history(
-        self,
-        room: str,
-        *,
-        after: str | None = None,
-        before: str | None = None,
-        limit: int = 50,
-    ) -> HistoryPage:
-        now = int(time.time())
-        values: dict[str, Any] = {":room": schema.s(room)}
-        if after is not None:
-            condition, forward = "room = :room AND id > :edge", True
-            values[":edge"] = schema.s(after)
-        elif before is not None:
-            condition, forward = "room = :room AND id < :edge", False
-            values[":edge"] = schema.s(before)
-        else:
-            condition, forward = "room = :room", False
-        # One more than asked tells whether there is more. Expired messages (TTL deletes them
-        # within days, not at once) are dropped and do not count, so read on past them.
-        wanted = limit + 1
-        live: list[dict[str, Any]] = []
-        start: dict[str, Any] | None = None
-        while len(live) < wanted:
-            request: dict[str, Any] = {
-                "TableName": self.tables.messages,
-                "KeyConditionExpression": condition,
-                "ExpressionAttributeValues": values,
-                "ScanIndexForward": forward,
-                "Limit": wanted - len(live),
-                "ConsistentRead": True,
-            }
-            if start is not None:
-                request["ExclusiveStartKey"] = start
-            with _translated(f"Query {self.tables.messages} {room}"):
-                reply = self._client.query(**request)
-            live += [item for item in reply.get("Items", []) if int(item["expiresAt"]["N"]) > now]
-            start = reply.get("LastEvaluatedKey")
-            if start is None:
-                break
-        messages = [schema.message_from(item) for item in live[:limit]]
-        if not forward:
-            messages.reverse()
-        return HistoryPage(messages, more=len(live) > limit)
-
     def close(self) -> None:
         # An injected client belongs to whoever made it; only our own is closed.
         if self._owns_client:
@@ -571,8 +525,8 @@ _INDEX_WAIT_SECONDS = 600  # an index on a large table takes minutes to build
 
 
 def ensure_tables(client: Any, tables: TableNames) -> None:
-    """Create whichever of the four tables are missing, wait until they are active, and make
-    sure of ``name-index`` and of TTL on ``expiresAt``."""
+    """Create whichever of the five tables are missing, wait until they are active, and make
+    sure of their indexes (``name-index``, ``public-index``) and of TTL on ``expiresAt``."""
     definitions = schema.table_definitions(tables)
     for definition in definitions:
         with _translated(f"CreateTable {definition['TableName']}"):
@@ -586,12 +540,17 @@ def ensure_tables(client: Any, tables: TableNames) -> None:
             client.get_waiter("table_exists").wait(
                 TableName=definition["TableName"], WaiterConfig={"Delay": 1, "MaxAttempts": 60}
             )
-    _ensure_name_index(client, tables.connections)
+    for table, index, attributes in schema.indexes(tables):
+        _ensure_index(client, table, index, attributes)
     for table in schema.ttl_tables(tables):
         _ensure_ttl(client, table)
 
 
-def _ensure_name_index(client: Any, table: str) -> None:
+def _ensure_index(
+    client: Any, table: str, index: dict[str, Any], attributes: list[dict[str, str]]
+) -> None:
+    """Add ``index`` to a table made before it, and wait until it is active."""
+    name = index["IndexName"]
     deadline = time.monotonic() + _INDEX_WAIT_SECONDS
     while True:
         with _translated(f"DescribeTable {table}"):
@@ -600,18 +559,18 @@ def _ensure_name_index(client: Any, table: str) -> None:
             index["IndexName"]: index.get("IndexStatus", "ACTIVE")
             for index in description.get("GlobalSecondaryIndexes", [])
         }
-        status = indexes.get(schema.NAME_INDEX)
+        status = indexes.get(name)
         if status == "ACTIVE":
             return
         if status is None:
             with _translated(f"UpdateTable {table}"):
                 client.update_table(
                     TableName=table,
-                    AttributeDefinitions=[{"AttributeName": "name", "AttributeType": "S"}],
-                    GlobalSecondaryIndexUpdates=[{"Create": schema.NAME_INDEX_SPEC}],
+                    AttributeDefinitions=attributes,
+                    GlobalSecondaryIndexUpdates=[{"Create": index}],
                 )
         elif time.monotonic() > deadline:
-            raise TimeoutError(f"{table}: {schema.NAME_INDEX} is still {status}")
+            raise TimeoutError(f"{table}: {name} is still {status}")
         else:
             time.sleep(2)
 

@@ -2,10 +2,12 @@
 
 One file holds the tables the AWS deployment keeps in DynamoDB, under the same names:
 ``websocket-connections`` keyed by ``connectionId`` (the seed's), ``chat-members`` keyed by
-(room, connectionId), ``chat-messages`` keyed by (room, id) and ``chat-rooms`` holding each
-room's last message id. WAL mode lets the gateway's function workers (separate processes, like
-separate Lambda functions) use it at once; multi-step writes run in ``BEGIN IMMEDIATE``
-transactions, so they are atomic across processes too.
+(room, connectionId), ``chat-messages`` keyed by (room, id), ``chat-rooms`` holding each room's
+last message id and record, and ``chat-room-users`` keyed by (room, user); a message's reactions
+are rows of ``chat-reactions`` (room, id, emoji, user). The schema and the migrations of older
+files are in ``wschat.storage.sqlite_schema``. WAL mode lets the gateway's function workers
+(separate processes, like separate Lambda functions) use it at once; multi-step writes run in
+``BEGIN IMMEDIATE`` transactions, so they are atomic across processes too.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from wschat import ids
 from wschat.storage.base import (
@@ -24,52 +26,73 @@ from wschat.storage.base import (
     Member,
     NewMessage,
     RateLimit,
+    Role,
+    RoomInfo,
+    RoomUser,
     StoredMessage,
     StoreError,
     StoreUnavailable,
+    parse_role,
 )
-
-SCHEMA_VERSION = 2
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS "websocket-connections" (
-    connectionId TEXT PRIMARY KEY,
-    connectedAt  INTEGER NOT NULL,
-    expiresAt    INTEGER NOT NULL
-);
-"""
-# Version 2: names, rooms, messages and rate-limit buckets (the chat of docs/protocol.md).
-MIGRATION_2 = """
-ALTER TABLE "websocket-connections" ADD COLUMN name TEXT NOT NULL DEFAULT '';
-ALTER TABLE "websocket-connections" ADD COLUMN tokens REAL;
-ALTER TABLE "websocket-connections" ADD COLUMN tokensAt INTEGER;
-CREATE INDEX IF NOT EXISTS "websocket-connections-by-name" ON "websocket-connections" (name);
-CREATE TABLE IF NOT EXISTS "chat-members" (
-    room         TEXT NOT NULL,
-    connectionId TEXT NOT NULL,
-    name         TEXT NOT NULL,
-    expiresAt    INTEGER NOT NULL,
-    PRIMARY KEY (room, connectionId)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS "chat-members-by-connection" ON "chat-members" (connectionId);
-CREATE TABLE IF NOT EXISTS "chat-messages" (
-    room      TEXT NOT NULL,
-    id        TEXT NOT NULL,
-    sender    TEXT NOT NULL,
-    text      TEXT NOT NULL,
-    ts        INTEGER NOT NULL,
-    clientId  TEXT,
-    recipient TEXT,
-    expiresAt INTEGER NOT NULL,
-    PRIMARY KEY (room, id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS "chat-rooms" (
-    room   TEXT PRIMARY KEY,
-    lastId TEXT NOT NULL
-) WITHOUT ROWID;
-"""
+from wschat.storage.sqlite_schema import migrate
 
 _PAGE_SIZE = 1000  # ids read per query while scanning, like a DynamoDB Scan page
+_IN_CHUNK = 500  # values per "IN (...)": well under SQLite's limit on bound parameters
+_MESSAGE_COLUMNS = "room, id, sender, text, ts, clientId, recipient, editedAt, deletedAt"
 T = TypeVar("T")
+Reactions = dict[str, tuple[str, ...]]
+
+
+def _message(row: Sequence[Any], reactions: Reactions | None = None) -> StoredMessage:
+    """A row of ``_MESSAGE_COLUMNS`` (and its reactions) as a StoredMessage."""
+    deleted = row[8] is not None
+    return StoredMessage(
+        str(row[0]),
+        str(row[1]),
+        str(row[2]),
+        "" if deleted else str(row[3]),
+        int(row[4]),
+        row[5],
+        row[6],
+        edited_at=None if row[7] is None else int(row[7]),
+        deleted=deleted,
+        reactions={} if deleted or reactions is None else reactions,
+    )
+
+
+def _reactions(
+    db: sqlite3.Connection, room: str, message_ids: Sequence[str]
+) -> dict[str, Reactions]:
+    """The reactions of each of the room's messages that has any: id -> emoji -> users."""
+    found: dict[str, dict[str, list[str]]] = {}
+    for start in range(0, len(message_ids), _IN_CHUNK):
+        chunk = list(message_ids[start : start + _IN_CHUNK])
+        marks = ", ".join("?" * len(chunk))
+        for message_id, emoji, user in db.execute(
+            f'SELECT id, emoji, user FROM "chat-reactions" WHERE room = ? AND id IN ({marks})'
+            " ORDER BY id, emoji, user",
+            (room, *chunk),
+        ):
+            found.setdefault(message_id, {}).setdefault(emoji, []).append(user)
+    return {
+        message_id: {emoji: tuple(users) for emoji, users in emojis.items()}
+        for message_id, emojis in found.items()
+    }
+
+
+def _room(row: Sequence[Any]) -> RoomInfo:
+    return RoomInfo(str(row[0]), str(row[1]), str(row[2]), bool(row[3]), int(row[4]))
+
+
+def _room_user(row: Sequence[Any]) -> RoomUser:
+    return RoomUser(
+        str(row[0]),
+        str(row[1]),
+        role=parse_role(row[2]),
+        invited=bool(row[3]),
+        muted_until=None if row[4] is None else int(row[4]),
+        last_read=None if row[5] is None else str(row[5]),
+    )
 
 
 class SqliteStore:
@@ -86,35 +109,9 @@ class SqliteStore:
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._migrate()
+            migrate(self._db)
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"cannot open SQLite store {self.path}: {exc}") from exc
-
-    def _migrate(self) -> None:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version < 1:
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-            if version < 2:
-                columns = {
-                    row[1] for row in db.execute('PRAGMA table_info("websocket-connections")')
-                }
-                for statement in MIGRATION_2.split(";"):
-                    statement = statement.strip()
-                    if not statement:
-                        continue
-                    if statement.startswith("ALTER") and statement.split()[5] in columns:
-                        continue
-                    db.execute(statement)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
 
     # --- plumbing ----------------------------------------------------------------------------
 
@@ -335,8 +332,10 @@ class SqliteStore:
                 'SELECT lastId FROM "chat-rooms" WHERE room = ?', (message.room,)
             ).fetchone()
             message_id = ids.next_id(row[0] if row else None, message.ts)
+            # The room's record keeps its owner and topic: only lastId moves.
             db.execute(
-                'INSERT OR REPLACE INTO "chat-rooms" (room, lastId) VALUES (?, ?)',
+                'INSERT INTO "chat-rooms" (room, lastId) VALUES (?, ?)'
+                " ON CONFLICT (room) DO UPDATE SET lastId = excluded.lastId",
                 (message.room, message_id),
             )
             db.execute(
@@ -375,7 +374,7 @@ class SqliteStore:
         limit: int = 50,
     ) -> HistoryPage:
         now = int(time.time())
-        columns = "room, id, sender, text, ts, clientId, recipient"
+        columns = _MESSAGE_COLUMNS
         if after is not None:
             sql = (
                 f'SELECT {columns} FROM "chat-messages" WHERE room = ? AND id > ?'
@@ -394,16 +393,247 @@ class SqliteStore:
                 " AND expiresAt > ? ORDER BY id DESC LIMIT ?"
             )
             params = (room, now, limit + 1)
-        rows = self._run(lambda db: db.execute(sql, params).fetchall())
-        more = len(rows) > limit
-        rows = rows[:limit]
-        if after is None:
-            rows.reverse()
-        messages = [
-            StoredMessage(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]), r[5], r[6])
-            for r in rows
-        ]
-        return HistoryPage(messages, more)
+
+        def work(db: sqlite3.Connection) -> HistoryPage:
+            rows = db.execute(sql, params).fetchall()
+            more = len(rows) > limit
+            rows = rows[:limit]
+            if after is None:
+                rows.reverse()
+            reactions = _reactions(db, room, [str(row[1]) for row in rows])
+            messages = [_message(row, reactions.get(str(row[1]))) for row in rows]
+            return HistoryPage(messages, more)
+
+        return self._run(work)
+
+    def _get_message(
+        self, db: sqlite3.Connection, room: str, message_id: str
+    ) -> StoredMessage | None:
+        row = db.execute(
+            f'SELECT {_MESSAGE_COLUMNS} FROM "chat-messages"'
+            " WHERE room = ? AND id = ? AND expiresAt > ?",
+            (room, message_id, int(time.time())),
+        ).fetchone()
+        if row is None:
+            return None
+        return _message(row, _reactions(db, room, [message_id]).get(message_id))
+
+    def get_message(self, room: str, message_id: str) -> StoredMessage | None:
+        return self._run(lambda db: self._get_message(db, room, message_id))
+
+    def edit_message(
+        self, room: str, message_id: str, *, author: str, text: str, edited_at: int
+    ) -> StoredMessage | None:
+        def work(db: sqlite3.Connection) -> StoredMessage | None:
+            edited = db.execute(
+                'UPDATE "chat-messages" SET text = ?, editedAt = ?'
+                " WHERE room = ? AND id = ? AND sender = ? AND deletedAt IS NULL"
+                " AND expiresAt > ?",
+                (text, edited_at, room, message_id, author, int(time.time())),
+            ).rowcount
+            return self._get_message(db, room, message_id) if edited else None
+
+        return self._run(work, write=True)
+
+    def delete_message(
+        self, room: str, message_id: str, *, deleted_at: int, author: str | None
+    ) -> StoredMessage | None:
+        def work(db: sqlite3.Connection) -> StoredMessage | None:
+            deleted = db.execute(
+                """UPDATE "chat-messages" SET text = '', deletedAt = ?"""
+                " WHERE room = ? AND id = ? AND deletedAt IS NULL AND expiresAt > ?"
+                " AND (? IS NULL OR sender = ?)",
+                (deleted_at, room, message_id, int(time.time()), author, author),
+            ).rowcount
+            if not deleted:
+                return None
+            db.execute('DELETE FROM "chat-reactions" WHERE room = ? AND id = ?', (room, message_id))
+            return self._get_message(db, room, message_id)
+
+        return self._run(work, write=True)
+
+    def react(
+        self, room: str, message_id: str, *, user: str, emoji: str, on: bool, max_emojis: int
+    ) -> StoredMessage | None:
+        if not user or not emoji:
+            raise ValueError("a reaction needs a user and an emoji")
+
+        def work(db: sqlite3.Connection) -> StoredMessage | None:
+            message = self._get_message(db, room, message_id)
+            if message is None or message.deleted:
+                return None
+            key = (room, message_id, emoji, user)
+            if not on:
+                db.execute(
+                    'DELETE FROM "chat-reactions"'
+                    " WHERE room = ? AND id = ? AND emoji = ? AND user = ?",
+                    key,
+                )
+            elif emoji in message.reactions or len(message.reactions) < max_emojis:
+                db.execute('INSERT OR IGNORE INTO "chat-reactions" VALUES (?, ?, ?, ?)', key)
+            else:
+                return None  # a new emoji past the cap
+            return self._get_message(db, room, message_id)
+
+        return self._run(work, write=True)
+
+    def unread_count(self, room: str, *, after: str | None, limit: int) -> int:
+        rows = self._run(
+            lambda db: db.execute(
+                'SELECT COUNT(*) FROM (SELECT 1 FROM "chat-messages"'
+                " WHERE room = ? AND id > ? AND expiresAt > ? AND deletedAt IS NULL LIMIT ?)",
+                (room, after or "", int(time.time()), max(0, limit)),
+            ).fetchone()
+        )
+        return int(rows[0])
+
+    # --- rooms -------------------------------------------------------------------------------
+
+    def create_room(
+        self, room: str, *, owner: str, topic: str, private: bool, created_at: int
+    ) -> bool:
+        # A record that holds lastId alone (a room with messages nobody created) is created too.
+        created = self._run(
+            lambda db: (
+                db.execute(
+                    'INSERT INTO "chat-rooms" (room, owner, topic, private, createdAt)'
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (room) DO UPDATE SET"
+                    " owner = excluded.owner, topic = excluded.topic, private = excluded.private,"
+                    ' createdAt = excluded.createdAt WHERE "chat-rooms".owner IS NULL',
+                    (room, owner, topic, int(private), created_at),
+                ).rowcount
+            ),
+            write=True,
+        )
+        return bool(created)
+
+    def get_room(self, room: str) -> RoomInfo | None:
+        row = self._run(
+            lambda db: db.execute(
+                'SELECT room, owner, topic, private, createdAt FROM "chat-rooms"'
+                " WHERE room = ? AND owner IS NOT NULL",
+                (room,),
+            ).fetchone()
+        )
+        return None if row is None else _room(row)
+
+    def set_topic(self, room: str, topic: str) -> bool:
+        changed = self._run(
+            lambda db: (
+                db.execute(
+                    'UPDATE "chat-rooms" SET topic = ? WHERE room = ? AND owner IS NOT NULL',
+                    (topic, room),
+                ).rowcount
+            ),
+            write=True,
+        )
+        return bool(changed)
+
+    def public_rooms(self, *, after: str | None, limit: int) -> list[RoomInfo]:
+        rows = self._run(
+            lambda db: db.execute(
+                'SELECT room, owner, topic, private, createdAt FROM "chat-rooms"'
+                " WHERE owner IS NOT NULL AND private = 0 AND room > ? ORDER BY room LIMIT ?",
+                (after or "", max(0, limit)),
+            ).fetchall()
+        )
+        return [_room(row) for row in rows]
+
+    def room_member_count(self, room: str) -> int:
+        row = self._run(
+            lambda db: db.execute(
+                'SELECT COUNT(*) FROM "chat-members" WHERE room = ?', (room,)
+            ).fetchone()
+        )
+        return int(row[0])
+
+    # --- room users --------------------------------------------------------------------------
+
+    _ROOM_USER = 'SELECT room, user, role, invited, mutedUntil, lastRead FROM "chat-room-users"'
+
+    def get_room_user(self, room: str, user: str) -> RoomUser | None:
+        row = self._run(
+            lambda db: db.execute(
+                f"{self._ROOM_USER} WHERE room = ? AND user = ?", (room, user)
+            ).fetchone()
+        )
+        return None if row is None else _room_user(row)
+
+    def room_users(self, room: str, *, after: str | None = None, limit: int) -> list[RoomUser]:
+        rows = self._run(
+            lambda db: db.execute(
+                f"{self._ROOM_USER} WHERE room = ? AND user > ? ORDER BY user LIMIT ?",
+                (room, after or "", max(0, limit)),
+            ).fetchall()
+        )
+        return [_room_user(row) for row in rows]
+
+    def _set_or_clear(self, room: str, user: str, column: str, value: object) -> None:
+        """Set one column of a room user (making the record if need be), or clear it with
+        None: a clear does not make a record for a user who has none."""
+        if value is None:
+            sql = f'UPDATE "chat-room-users" SET {column} = NULL WHERE room = ? AND user = ?'
+            params: tuple[object, ...] = (room, user)
+        else:
+            sql = (
+                f'INSERT INTO "chat-room-users" (room, user, {column}) VALUES (?, ?, ?)'
+                f" ON CONFLICT (room, user) DO UPDATE SET {column} = excluded.{column}"
+            )
+            params = (room, user, value)
+        self._run(lambda db: db.execute(sql, params), write=True)
+
+    def set_role(self, room: str, user: str, role: Role | None) -> None:
+        self._set_or_clear(room, user, "role", role)
+
+    def set_muted(self, room: str, user: str, until_ms: int | None) -> None:
+        self._set_or_clear(room, user, "mutedUntil", until_ms)
+
+    def invite(self, room: str, user: str) -> bool:
+        invited = self._run(
+            lambda db: (
+                db.execute(
+                    'INSERT INTO "chat-room-users" (room, user, invited) VALUES (?, ?, 1)'
+                    " ON CONFLICT (room, user) DO UPDATE SET invited = 1 WHERE invited = 0",
+                    (room, user),
+                ).rowcount
+            ),
+            write=True,
+        )
+        return bool(invited)
+
+    def mark_read(self, room: str, user: str, up_to: str) -> str:
+        def work(db: sqlite3.Connection) -> str:
+            db.execute(
+                'INSERT INTO "chat-room-users" (room, user, lastRead) VALUES (?, ?, ?)'
+                " ON CONFLICT (room, user) DO UPDATE SET lastRead = excluded.lastRead"
+                " WHERE lastRead IS NULL OR lastRead < excluded.lastRead",
+                (room, user, up_to),
+            )
+            row = db.execute(
+                'SELECT lastRead FROM "chat-room-users" WHERE room = ? AND user = ?',
+                (room, user),
+            ).fetchone()
+            return str(row[0])
+
+        return self._run(work, write=True)
+
+    def read_marks(self, user: str, rooms: Sequence[str]) -> dict[str, str]:
+        wanted = list(dict.fromkeys(rooms))
+
+        def work(db: sqlite3.Connection) -> dict[str, str]:
+            marks: dict[str, str] = {}
+            for start in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[start : start + _IN_CHUNK]
+                marks.update(
+                    db.execute(
+                        'SELECT room, lastRead FROM "chat-room-users" WHERE user = ?'
+                        f" AND room IN ({', '.join('?' * len(chunk))}) AND lastRead IS NOT NULL",
+                        (user, *chunk),
+                    ).fetchall()
+                )
+            return marks
+
+        return self._run(work)
 
     def close(self) -> None:
         with self._lock:
