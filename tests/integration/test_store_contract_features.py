@@ -679,6 +679,9 @@ def test_dynamodb_features_never_scan_and_change_with_one_conditional_write(
         ),
         "react": lambda: react(store, stored, "bob", THUMBS),
         "unread_count": lambda: store.unread_count("lobby", after=None, limit=10),
+        "create_room": lambda: store.create_room(
+            "general", owner="bob", topic="", private=False, created_at=TS
+        ),
         "get_room": lambda: store.get_room("lobby"),
         "set_topic": lambda: store.set_topic("lobby", "t"),
         "public_rooms": lambda: store.public_rooms(after=None, limit=10),
@@ -697,7 +700,7 @@ def test_dynamodb_features_never_scan_and_change_with_one_conditional_write(
     sent = {name: _operations_sent(dynamodb_client, action) for name, action in every.items()}
 
     assert all(op != "Scan" for ops in sent.values() for op, _ in ops)
-    for name in ("edit_message", "react", "set_topic", "invite", "mark_read"):
+    for name in ("edit_message", "react", "create_room", "set_topic", "invite", "mark_read"):
         [(operation, params)] = sent[name]
         assert operation == "UpdateItem" and "ConditionExpression" in params, name
     [(_, read), (_, write)] = sent["delete_message"]  # what to remove, then remove it

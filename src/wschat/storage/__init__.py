@@ -51,8 +51,8 @@ def open_store(
 
 def open_store_from_env(environ: Mapping[str, str] | None = None) -> ChatStore:
     """The store a handler uses: ``WSCHAT_STORE`` (default ``dynamodb``), tables named by
-    ``WEBSOCKET_TABLE`` (as in the seed), ``MEMBERS_TABLE``, ``MESSAGES_TABLE`` and
-    ``ROOMS_TABLE``, and ``WSCHAT_SQLITE_PATH`` for SQLite."""
+    ``WEBSOCKET_TABLE`` (as in the seed), ``MEMBERS_TABLE``, ``MESSAGES_TABLE``,
+    ``ROOMS_TABLE`` and ``ROOM_USERS_TABLE``, and ``WSCHAT_SQLITE_PATH`` for SQLite."""
     env = os.environ if environ is None else environ
     return open_store(
         env.get("WSCHAT_STORE", "dynamodb"),

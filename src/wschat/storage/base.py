@@ -213,7 +213,8 @@ class ConnectionStore(Protocol):
 
 
 class ChatStore(ConnectionStore, Protocol):
-    """Everything the chat service needs: connections, memberships and messages."""
+    """Everything the chat service needs: connections, memberships, messages, rooms and
+    room users."""
 
     # --- connections ---
 
