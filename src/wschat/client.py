@@ -5,6 +5,10 @@ Commands: ``/join ROOM``, ``/leave [ROOM]``, ``/room ROOM`` (switch), ``/who [RO
 ``/dm NAME TEXT``, ``/name NAME``, ``/history`` (older messages), ``/help``, ``/quit``.
 It reconnects with backoff and asks each room for what it missed (``history`` after the last
 id it saw), so nothing is lost or shown twice across a reconnect.
+
+Someone typing in the current room, or to you, shows as ``* alice is typing…`` (``… [dm]`` for a
+direct message), at most once per person and place every 10 s rather than a line per ``typing``
+event. The client reads whole lines, so it sends no ``typing`` of its own.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from wschat import ids
 HELP = __doc__.split("Commands: ", 1)[1].split("It reconnects", 1)[0].strip() if __doc__ else ""
 MAX_BACKOFF = 10.0
 CATCH_UP_REWIND_MS = 10_000
+TYPING_NOTICE_EVERY = 10.0  # seconds between two "is typing" lines for one person in one place
 
 
 class TerminalChat:
@@ -52,6 +57,8 @@ class TerminalChat:
         self.ws: ClientConnection | None = None
         self.stopping = False
         self.connected = asyncio.Event()
+        self.clock: Callable[[], float] = time.monotonic
+        self.typing_shown: dict[tuple[str, str], float] = {}  # (room or "@", name) -> when
 
     # --- output ---------------------------------------------------------------------------
 
@@ -78,6 +85,27 @@ class TerminalChat:
         self.last_ids[room] = max(self.last_ids.get(room, ""), message_id)
         self.first_ids[room] = min(self.first_ids.get(room, message_id), message_id)
         self.show(f"{when} [{room}] {event.get('from')}: {event.get('text')}")
+
+    def show_typing(self, event: dict[str, Any]) -> None:
+        who = event.get("from")
+        if not isinstance(who, str) or who == self.name:
+            return
+        room = event.get("room")
+        if room is None:
+            where, suffix = "@", " [dm]"  # to us: direct messages show whatever room is current
+        elif room == self.current:
+            where, suffix = str(room), ""
+        else:
+            return
+        now = self.clock()
+        last = self.typing_shown.get((where, who))
+        if last is not None and now - last < TYPING_NOTICE_EVERY:
+            return
+        if len(self.typing_shown) > 256:
+            recent = now - TYPING_NOTICE_EVERY
+            self.typing_shown = {k: t for k, t in self.typing_shown.items() if t > recent}
+        self.typing_shown[(where, who)] = now
+        self.show(f"* {who} is typing…{suffix}")
 
     # --- connection -------------------------------------------------------------------------
 
@@ -191,6 +219,8 @@ class TerminalChat:
             self.show(f"* in [{event.get('room')}]: {members}")
         elif kind == "error":
             self.show(f"! {event.get('message')} ({event.get('code')})")
+        elif kind == "typing":
+            self.show_typing(event)
         elif kind == "ack":
             pass  # the message itself follows
         elif "message" in event:

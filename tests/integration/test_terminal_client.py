@@ -16,6 +16,8 @@ import pytest
 from tests.browser.conftest import ChatServer, say
 from tests.integration.conftest import TIMEOUT, recv_until, wschat_command
 
+from wschat.client import TerminalChat
+
 pytestmark = pytest.mark.integration
 
 
@@ -174,6 +176,46 @@ def test_history_command_fetches_the_rooms_older_messages(server: ChatServer) ->
             dave.expect("[general] alice: g10")
             shown = [line.rsplit(": ", 1)[1] for line in dave.lines(r"\[general\] \w+: g\d\d$")]
             assert sorted(shown) == [f"g{number:02d}" for number in range(1, 31)]
+
+
+def test_someone_typing_shows_one_notice_not_a_line_per_event(server: ChatServer) -> None:
+    with (
+        server.person("alice", "general") as alice,
+        terminal(server.websocket_url, "dave", "general") as dave,
+    ):
+        dave.expect("* talking in [general]")
+
+        def typing(**where: str) -> None:
+            alice.send(json.dumps({"action": "typing", **where}))
+
+        for _ in range(3):  # a burst, as a page sends every 3 s while alice types
+            typing(room="general")
+        typing(room="lobby")  # not dave's current room: no news for him
+        typing(to="dave")
+        typing(to="dave")
+        # One connection's frames run in order: her message comes after every typing event.
+        say(alice, "done typing", "general")
+        dave.expect("[general] alice: done typing")
+
+        assert dave.lines(r"is typing") == ["* alice is typing…", "* alice is typing… [dm]"]
+
+
+def test_the_typing_notice_repeats_only_after_ten_seconds() -> None:
+    out = io.StringIO()
+    chat = TerminalChat("ws://127.0.0.1:1/local", name="dave", room="general", out=out)
+    now = [1000.0]
+    chat.clock = lambda: now[0]
+    for step in (0.0, 3.0, 3.0, 3.0, 3.0):  # alice's page: one every 3 s while she types
+        now[0] += step
+        chat.handle({"type": "typing", "room": "general", "from": "alice"})
+    chat.handle({"type": "typing", "room": "general", "from": "bob"})
+    chat.handle({"type": "typing", "room": "general", "from": "dave"})  # ourselves elsewhere
+
+    assert out.getvalue().splitlines() == [
+        "* alice is typing…",
+        "* alice is typing…",  # 12 s after the first
+        "* bob is typing…",
+    ]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])

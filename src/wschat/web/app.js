@@ -48,6 +48,16 @@ const state = {
   notices: new Map(), // conversation key -> [{afterId, text}]
   scrollToBottom: true,
 };
+// Typing indicators (protocol: ``typing``): sent at most every TYPING_SEND_MS per conversation
+// while the box has text; each person shown for TYPING_SHOW_MS after their last one, then faded.
+const TYPING_SEND_MS = 3000;
+const TYPING_SHOW_MS = 5000;
+const TYPING_FADE_MS = 300; // matches .typing-text's transition
+const typing = {
+  who: new Map(), // conversation key -> Map(name -> the timer that ends their "typing")
+  sentAt: new Map(), // conversation key -> when we last told it we were typing
+  fadeTimer: null,
+};
 let connection;
 let signIn = null;
 let noticeTimer;
@@ -98,6 +108,7 @@ function signOut() {
   store.conversations.clear();
   store.directs.clear();
   state.pending.clear();
+  for (const key of [...typing.who.keys()]) forgetTyping(key);
   render();
   if (!signIn.signOut()) {
     onStatus({ state: "signed-out" });
@@ -218,6 +229,74 @@ function renderMessages() {
   state.keepOffset = false;
 }
 
+// --- typing -------------------------------------------------------------------------------
+
+// Someone is typing: in a room, or to us (then it shows in our conversation with them).
+function onTyping(frame) {
+  const me = connection.name;
+  if (typeof frame.from !== "string" || frame.from === me) return;
+  const key = typeof frame.room === "string" ? frame.room : `@${frame.from}`;
+  let people = typing.who.get(key);
+  if (!people) typing.who.set(key, (people = new Map()));
+  clearTimeout(people.get(frame.from));
+  people.set(frame.from, setTimeout(() => stopTyping(key, frame.from, { fade: true }), TYPING_SHOW_MS));
+  if (key === state.active) renderTyping();
+}
+
+// ``name`` is no longer typing in ``key``: their time ran out (fade), or they sent, left, renamed.
+function stopTyping(key, name, { fade = false } = {}) {
+  const people = typing.who.get(key);
+  if (!people || !people.has(name)) return;
+  clearTimeout(people.get(name));
+  people.delete(name);
+  if (people.size === 0) typing.who.delete(key);
+  if (key === state.active) renderTyping({ fade });
+}
+
+function forgetTyping(key) {
+  for (const timer of typing.who.get(key)?.values() ?? []) clearTimeout(timer);
+  typing.who.delete(key);
+}
+
+function typingText(names) {
+  if (names.length === 0) return "";
+  if (names.length === 1) return `${names[0]} is typing…`;
+  if (names.length === 2) return `${names[0]} and ${names[1]} are typing…`;
+  return "several people are typing…";
+}
+
+// The line under the open conversation. Its text changes only when who is typing does, so the
+// live region announces each change once, not every event.
+function renderTyping({ fade = false } = {}) {
+  const node = $("typing-text");
+  const text = typingText([...(typing.who.get(state.active)?.keys() ?? [])].sort());
+  clearTimeout(typing.fadeTimer);
+  if (text) {
+    node.classList.remove("fading");
+    if (node.textContent !== text) node.textContent = text;
+    node.hidden = false;
+  } else if (fade && !node.hidden) {
+    node.classList.add("fading");
+    typing.fadeTimer = setTimeout(() => renderTyping(), TYPING_FADE_MS);
+  } else {
+    node.classList.remove("fading");
+    node.hidden = true;
+    node.textContent = "";
+  }
+}
+
+// The composer has text: tell the open conversation, at most every TYPING_SEND_MS, and only
+// while connected (a typing frame kept for the next connection would be stale by then).
+function sendTyping() {
+  const key = state.active;
+  if (!connection?.isOpen || !$("message-input").value.trim()) return;
+  if (!isRoom(key) && key.slice(1) === connection.name) return;
+  const now = Date.now();
+  if (now - (typing.sentAt.get(key) ?? -Infinity) < TYPING_SEND_MS) return;
+  typing.sentAt.set(key, now);
+  connection.send(isRoom(key) ? { action: "typing", room: key } : { action: "typing", to: key.slice(1) });
+}
+
 function render() {
   const key = state.active;
   $("title").textContent = isRoom(key) ? `#${key}` : key;
@@ -226,6 +305,7 @@ function render() {
   renderLists();
   renderMembers();
   renderMessages();
+  renderTyping();
 }
 
 // --- frames ---------------------------------------------------------------------------------
@@ -238,8 +318,12 @@ function onFrame(frame) {
       const key = frame.type === "message" ? frame.room : frame.key;
       if (frame.clientId) state.pending.delete(frame.clientId);
       if (frame.isNew && key !== state.active) store.conversation(key).unread += 1;
+      stopTyping(key, frame.from); // what they were typing has arrived
       break;
     }
+    case "typing":
+      onTyping(frame);
+      return; // nothing else on the page changes
     case "ack":
       // Stored: the message event itself will replace the pending line.
       break;
@@ -255,11 +339,16 @@ function onFrame(frame) {
     case "left":
       if (frame.name === me) {
         store.conversations.delete(frame.room);
+        forgetTyping(frame.room);
         saved.set("rooms", [...connection.rooms]);
         if (state.active === frame.room) setActive("lobby");
-      } else addSystemLine(frame.room, `${frame.name} left`);
+      } else {
+        stopTyping(frame.room, frame.name);
+        addSystemLine(frame.room, `${frame.name} left`);
+      }
       break;
     case "renamed":
+      stopTyping(frame.room, frame.from);
       addSystemLine(frame.room, `${frame.from} is now ${frame.to}`);
       break;
     case "hello":
@@ -318,6 +407,7 @@ function send(text) {
     ? { action: "sendMessage", room: key, message: text, clientId: id }
     : { action: "direct", to: key.slice(1), message: text, clientId: id };
   state.pending.set(id, { key, text });
+  typing.sentAt.delete(key); // they stop showing us typing when this arrives; the next key says so
   state.scrollToBottom = true;
   connection.send(frame);
   render();
@@ -332,6 +422,7 @@ function bindForms() {
     input.value = "";
     send(text);
   });
+  $("message-input").addEventListener("input", sendTyping);
   $("message-input").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
