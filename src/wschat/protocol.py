@@ -31,6 +31,9 @@ NO_SUCH_USER = "no_such_user"
 RATE_LIMITED = "rate_limited"
 UNAUTHORIZED = "unauthorized"
 UNAVAILABLE = "unavailable"
+NO_SUCH_MESSAGE = "no_such_message"
+FORBIDDEN = "forbidden"
+TOO_MANY_REACTIONS = "too_many_reactions"
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,32}")
 ROOM_PATTERN = re.compile(r"[a-z0-9][a-z0-9_\-]{0,31}")
@@ -158,7 +161,7 @@ def check_room(value: str, action: str | None) -> str:
     return value
 
 
-def _text(payload: dict[str, Any], action: str, max_chars: int) -> str:
+def text_field(payload: dict[str, Any], action: str, max_chars: int) -> str:
     text = string_field(payload, "message", action)
     assert text is not None
     if not text.strip():
@@ -198,7 +201,7 @@ class SendMessage:
 
     @classmethod
     def parse(cls, payload: dict[str, Any], *, max_chars: int = MAX_MESSAGE_CHARS) -> SendMessage:
-        text = _text(payload, cls.ACTION, max_chars)
+        text = text_field(payload, cls.ACTION, max_chars)
         return cls(text, room_field(payload, cls.ACTION, LOBBY), _client_id(payload, cls.ACTION))
 
 
@@ -293,7 +296,7 @@ class Direct:
         to = string_field(payload, "to", cls.ACTION)
         assert to is not None
         check_name(to, cls.ACTION, "to")
-        return cls(to, _text(payload, cls.ACTION, max_chars), _client_id(payload, cls.ACTION))
+        return cls(to, text_field(payload, cls.ACTION, max_chars), _client_id(payload, cls.ACTION))
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,8 +387,17 @@ def direct_event(message: StoredMessage) -> dict[str, Any]:
 
 
 def stored_event(message: StoredMessage) -> dict[str, Any]:
-    """A stored message as ``history`` lists it: direct or room message."""
-    return direct_event(message) if message.to is not None else message_event(message)
+    """A stored message as ``history`` lists it: direct or room message, with its edit time,
+    its reactions (emoji -> who), or, deleted, as a tombstone without its text."""
+    event = direct_event(message) if message.to is not None else message_event(message)
+    if message.deleted:
+        event["deleted"] = True
+        event["text"] = ""
+    elif message.edited_at is not None:
+        event["editedAt"] = message.edited_at
+    if message.reactions and not message.deleted:
+        event["reactions"] = {emoji: list(users) for emoji, users in message.reactions.items()}
+    return event
 
 
 def ack_event(message: StoredMessage) -> dict[str, Any]:

@@ -49,7 +49,14 @@ from wschat.storage.sqlite import SqliteStore
 # that send 50 messages measure the chat, not the rate limit (tests of the limit lower it).
 RELAXED_RATE_LIMIT = {"WSCHAT_RATE_BURST": "1000", "WSCHAT_RATE_PER_SECOND": "1000"}
 # The tables of the SQLite store (src/wschat/storage/sqlite.py), emptied between tests.
-STORE_TABLES = ("chat-messages", "chat-rooms", "chat-members", "websocket-connections")
+STORE_TABLES = (
+    "chat-messages",
+    "chat-reactions",
+    "chat-rooms",
+    "chat-room-users",
+    "chat-members",
+    "websocket-connections",
+)
 AUTH_SECRET = "end-to-end-test-secret-at-least-32-bytes"
 
 
@@ -147,6 +154,10 @@ class ChatGateway:
             "every connection to close and leave the store",
         )
 
+    def wait_until_nobody_is_connected_to_the_gateway(self, timeout: float = TIMEOUT) -> None:
+        """Every connection closed, as the gateway sees it (any store)."""
+        wait_for(lambda: not self.open_connection_ids(), timeout, "every connection to close")
+
     def forget_everything(self) -> None:
         """Empty the store: no connections, memberships, rooms or messages."""
         with contextlib.closing(sqlite3.connect(self.database, timeout=5)) as db:
@@ -243,3 +254,72 @@ def start_chat_gateway(tmp_path: Path) -> Iterator[Callable[..., ChatGateway]]:
             return stack.enter_context(chat_gateway(data_dir or tmp_path / "data", **options))
 
         yield start
+
+
+@contextlib.contextmanager
+def dynamodb_chat_gateway(data_dir: Path, moto_endpoint: str, suffix: str) -> Iterator[ChatGateway]:
+    """A chat gateway whose functions store in DynamoDB: tables of their own (``suffix``) on
+    the session's moto server, over HTTP, as on AWS. Its ``database`` is unused: a test on it
+    keeps to rooms and names of its own instead of emptying the store."""
+    import boto3
+
+    from wschat.storage.base import TableNames
+    from wschat.storage.dynamodb import ensure_tables
+
+    tables = TableNames(
+        connections=f"websocket-connections-{suffix}",
+        members=f"chat-members-{suffix}",
+        messages=f"chat-messages-{suffix}",
+        rooms=f"chat-rooms-{suffix}",
+        room_users=f"chat-room-users-{suffix}",
+    )
+    aws = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "ap-northeast-2",
+        "AWS_ENDPOINT_URL_DYNAMODB": moto_endpoint,
+    }
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url=moto_endpoint,
+        region_name=aws["AWS_DEFAULT_REGION"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    ensure_tables(client, tables)
+    names = {variable: getattr(tables, field) for field, variable in TableNames.ENV.items()}
+    chat_env = {"WSCHAT_STORE": "dynamodb", **RELAXED_RATE_LIMIT, **aws, **names}
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = GatewayConfig(api=chat_api(), function_env=chat_env, shutdown_timeout=5.0)
+    with running_gateway(config) as running:
+        gateway = ChatGateway(running, data_dir / "unused.sqlite3", chat_env)
+        try:
+            yield gateway
+        finally:
+            gateway.close_clients()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "dynamodb"])
+def any_store_chat_gateway(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ChatGateway]:
+    """The chat on each store in turn (SQLite; DynamoDB on moto_server). Tests keep to rooms
+    and names of their own (``unique``): the DynamoDB tables are not emptied between tests."""
+    directory = tmp_path_factory.mktemp(f"chat-{request.param}")
+    if request.param == "sqlite":
+        with chat_gateway(directory) as gateway:
+            yield gateway
+        return
+    moto_endpoint = request.getfixturevalue("moto_endpoint")
+    suffix = directory.name.replace("_", "-")[-24:]
+    with dynamodb_chat_gateway(directory, moto_endpoint, suffix) as gateway:
+        yield gateway
+
+
+@pytest.fixture
+def any_store_chat(any_store_chat_gateway: ChatGateway) -> Iterator[ChatGateway]:
+    try:
+        yield any_store_chat_gateway
+    finally:
+        any_store_chat_gateway.close_clients()
+        any_store_chat_gateway.wait_until_nobody_is_connected_to_the_gateway()

@@ -13,6 +13,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from wschat import protocol
+from wschat.chat.edits import Delete, Edit, React, Target
 from wschat.chat.registry import NAMES as ACTIONS
 from wschat.chat.typing import Typing
 from wschat.protocol import MAX_HISTORY_LIMIT, Command
@@ -91,6 +92,23 @@ def valid_frames(draw: st.DrawFn) -> tuple[dict[str, Any], Command]:
         room = draw(rooms)
         frame = {"room": room, "after": after, "before": before, "limit": limit}
         return frame | {"action": action}, protocol.History(room, None, after, before, limit)
+    if action in ("edit", "delete", "react"):
+        message_id = draw(st.text(st.characters(codec="utf-8"), min_size=1, max_size=64))
+        if draw(st.booleans()):
+            where: dict[str, Any] = {"with": draw(names)}
+            target = Target(None, where["with"], message_id)
+        else:
+            where = {"room": draw(rooms)}
+            target = Target(where["room"], None, message_id)
+        frame = {"action": action, **where, "id": message_id}
+        if action == "edit":
+            text = draw(texts)
+            return frame | {"message": text}, Edit(target, text)
+        if action == "delete":
+            return frame, Delete(target)
+        emoji = draw(st.sampled_from(["👍", "🎉", "+1", "ok", "❤️"]))
+        on = draw(st.booleans())
+        return frame | {"emoji": emoji, "on": on}, React(target, emoji, on)
     if action == "typing":
         if draw(st.booleans()):
             to = draw(names)

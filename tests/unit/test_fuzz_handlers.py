@@ -49,7 +49,14 @@ HANDLER_FUZZ = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-STATE_ERRORS = {protocol.NOT_IN_ROOM, protocol.NO_SUCH_USER}
+# Errors about the chat's state, not the frame: a message that is not there, someone else's.
+STATE_ERRORS = {
+    protocol.NOT_IN_ROOM,
+    protocol.NO_SUCH_USER,
+    protocol.NO_SUCH_MESSAGE,
+    protocol.FORBIDDEN,
+    protocol.TOO_MANY_REACTIONS,
+}
 
 
 @cache

@@ -160,6 +160,9 @@ VALID_FRAMES: dict[str, dict[str, Any]] = {
     "setName": {"name": "alice"},
     "history": {"room": "general", "after": "0000000001", "limit": 10},
     "typing": {"room": "general"},
+    "edit": {"room": "general", "id": "01M8", "message": "fixed"},
+    "delete": {"room": "general", "id": "01M8"},
+    "react": {"room": "general", "id": "01M8", "emoji": "+1"},
 }
 OPTIONAL_FIELDS = {
     "sendMessage": {"room", "clientId"},

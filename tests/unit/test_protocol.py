@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from wschat import protocol
-from wschat.chat import registry
+from wschat.chat import edits, registry
 from wschat.chat.typing import typing_event
 from wschat.protocol import (
     Direct,
@@ -58,6 +58,9 @@ def test_error_codes_are_the_ones_the_doc_lists() -> None:
         protocol.NO_SUCH_USER,
         protocol.RATE_LIMITED,
         protocol.UNAUTHORIZED,
+        protocol.NO_SUCH_MESSAGE,
+        protocol.FORBIDDEN,
+        protocol.TOO_MANY_REACTIONS,
         protocol.UNAVAILABLE,
     ]
     assert protocol.MAX_MESSAGE_CHARS == 4000
@@ -506,6 +509,9 @@ def test_every_event_type_the_doc_lists_is_built_here() -> None:
         protocol.direct_event(DIRECT_MESSAGE)["type"],
         protocol.hello_event("c", "a", [])["type"],
         typing_event("a", room="lobby", to=None)["type"],
+        edits.edited_event(ROOM_MESSAGE)["type"],
+        edits.deleted_event(ROOM_MESSAGE, by="a")["type"],
+        edits.reaction_event(ROOM_MESSAGE, "+1", "a", True)["type"],
         ProtocolError(protocol.BAD_REQUEST, "x").to_event()["type"],
     }
 

@@ -205,7 +205,9 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
         NAME_INDEX: {"dynamodb:Query"},
         MEMBERS: {"dynamodb:Query", "dynamodb:BatchWriteItem"},
         ROOMS: {"dynamodb:GetItem", "dynamodb:PutItem"},
-        MESSAGES: {"dynamodb:PutItem"},
+        # edit / delete / react: get_message, then a conditional UpdateItem.
+        MESSAGES: {"dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem"},
+        ROOM_USERS: {"dynamodb:GetItem"},  # delete: is the deleter a moderator?
         POST: {"execute-api:ManageConnections"},
         FANOUT: {"sqs:SendMessage"},
     },

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wschat import protocol
-from wschat.chat import deliverer, lifecycle, messages, rooms, typing
+from wschat.chat import deliverer, edits, lifecycle, messages, rooms, typing
 from wschat.chat.context import Context
 from wschat.chat.intents import Intent
 
@@ -63,6 +63,13 @@ ACTIONS: dict[str, Action] = {
         _row(protocol.History, messages.history, "history", {"message_history"}, fans_out=False),
         _row(typing.Typing, typing.typing, "send_message",
              {"room_members", "connection_ids_named"}, fans_out=True),
+        _row(edits.Edit, edits.edit, "send_message",
+             {"get_message", "edit_message", "connection_ids_named"}, fans_out=True),
+        _row(edits.Delete, edits.delete, "send_message",
+             {"get_message", "delete_message", "get_room_user", "connection_ids_named"},
+             fans_out=True),
+        _row(edits.React, edits.react, "send_message",
+             {"get_message", "react", "connection_ids_named"}, fans_out=True),
     )
 }  # fmt: skip
 COMMANDS: dict[str, type[protocol.CommandParser]] = {
