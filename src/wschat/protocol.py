@@ -450,11 +450,16 @@ def renamed_event(room: str, old: str, new: str, ts: int, members: list[str]) ->
     return {"type": "renamed", "room": room, "from": old, "to": new, "ts": ts, "members": members}
 
 
-def hello_event(connection_id: str, name: str, rooms: list[str]) -> dict[str, Any]:
-    return {
+def hello_event(
+    connection_id: str, name: str, rooms: list[str], unread: dict[str, int] | None = None
+) -> dict[str, Any]:
+    event: dict[str, Any] = {
         "type": "hello",
         "connectionId": connection_id,
         "name": name,
         "rooms": rooms,
         "protocol": PROTOCOL_VERSION,
     }
+    if unread is not None:
+        event["unread"] = unread
+    return event

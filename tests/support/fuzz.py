@@ -13,7 +13,10 @@ from typing import Any
 from hypothesis import strategies as st
 
 from wschat import protocol
+from wschat.chat.directory import CreateRoom, Invite, ListRooms
 from wschat.chat.edits import Delete, Edit, React, Target
+from wschat.chat.moderation import Kick, Mute, SetRole
+from wschat.chat.reading import Read
 from wschat.chat.registry import NAMES as ACTIONS
 from wschat.chat.typing import Typing
 from wschat.protocol import MAX_HISTORY_LIMIT, Command
@@ -109,6 +112,39 @@ def valid_frames(draw: st.DrawFn) -> tuple[dict[str, Any], Command]:
         emoji = draw(st.sampled_from(["👍", "🎉", "+1", "ok", "❤️"]))
         on = draw(st.booleans())
         return frame | {"emoji": emoji, "on": on}, React(target, emoji, on)
+    if action == "read":
+        up_to = draw(st.text(st.characters(codec="utf-8"), min_size=1, max_size=64))
+        if draw(st.booleans()):
+            with_user = draw(names)
+            return {"action": action, "with": with_user, "upTo": up_to}, Read(
+                None, with_user, up_to
+            )
+        room = draw(rooms)
+        return {"action": action, "room": room, "upTo": up_to}, Read(room, None, up_to)
+    if action == "rooms":
+        limit = draw(st.integers(min_value=1, max_value=100))
+        after = draw(st.none() | rooms)
+        return {"action": action, "after": after, "limit": limit}, ListRooms(after, limit)
+    if action == "createRoom":
+        room = draw(rooms.filter(lambda r: r != "lobby"))
+        topic = draw(st.text(max_size=200).filter(lambda t: not has_lone_surrogate(t)))
+        private = draw(st.booleans())
+        frame = {"action": action, "room": room, "topic": topic, "private": private}
+        return frame, CreateRoom(room, topic, private)
+    if action in ("invite", "kick"):
+        room, user = draw(rooms), draw(names)
+        command = Invite(room, user) if action == "invite" else Kick(room, user)
+        return {"action": action, "room": room, "user": user}, command
+    if action == "setRole":
+        room, user, role = draw(rooms), draw(names), draw(st.sampled_from(["moderator", "member"]))
+        return {"action": action, "room": room, "user": user, "role": role}, SetRole(
+            room, user, role
+        )
+    if action == "mute":
+        room, user = draw(rooms), draw(names)
+        seconds = draw(st.integers(min_value=0, max_value=7 * 24 * 3600))
+        frame = {"action": action, "room": room, "user": user, "seconds": seconds}
+        return frame, Mute(room, user, seconds)
     if action == "typing":
         if draw(st.booleans()):
             to = draw(names)

@@ -28,7 +28,8 @@ from tests.support.events import LambdaContext, websocket_event
 from tests.support.fuzz import FIELDS, has_lone_surrogate, json_values, odd_text, valid_frames
 
 from wschat import protocol
-from wschat.chat import registry
+from wschat.chat import directory, registry
+from wschat.chat import rooms as rooms_chat
 from wschat.gateway import core
 from wschat.gateway.template import load_api
 from wschat.handlers import connect, disconnect, history, rooms, send_message
@@ -56,6 +57,9 @@ STATE_ERRORS = {
     protocol.NO_SUCH_MESSAGE,
     protocol.FORBIDDEN,
     protocol.TOO_MANY_REACTIONS,
+    rooms_chat.PRIVATE_ROOM,
+    rooms_chat.MUTED,
+    directory.ROOM_EXISTS,
 }
 
 
@@ -207,6 +211,16 @@ def test_valid_frames_get_their_replies_and_no_error(
             "joined",
             "left",
             "renamed",
+            "edited",
+            "deleted",
+            "reaction",
+            "read",
+            "rooms",
+            "roomCreated",
+            "invited",
+            "roleChanged",
+            "kicked",
+            "muted",
         }
 
 

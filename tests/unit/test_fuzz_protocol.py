@@ -163,12 +163,21 @@ VALID_FRAMES: dict[str, dict[str, Any]] = {
     "edit": {"room": "general", "id": "01M8", "message": "fixed"},
     "delete": {"room": "general", "id": "01M8"},
     "react": {"room": "general", "id": "01M8", "emoji": "+1"},
+    "read": {"room": "general", "upTo": "01M8"},
+    "rooms": {"after": "general", "limit": 10},
+    "createRoom": {"room": "design", "topic": "pixels"},
+    "invite": {"room": "design", "user": "bob"},
+    "setRole": {"room": "design", "user": "bob", "role": "moderator"},
+    "kick": {"room": "design", "user": "bob"},
+    "mute": {"room": "design", "user": "bob", "seconds": 60},
 }
 OPTIONAL_FIELDS = {
     "sendMessage": {"room", "clientId"},
     "direct": {"clientId"},
     "who": {"room"},
     "history": {"after"},
+    "rooms": {"after", "limit"},
+    "createRoom": {"topic"},
 }
 wrong_types = (
     st.none()
@@ -186,7 +195,7 @@ def test_a_field_of_the_wrong_type_is_bad_request_naming_the_action(
     data: st.DataObject, action: str
 ) -> None:
     field = data.draw(st.sampled_from(sorted(VALID_FRAMES[action])), label="field")
-    if field == "limit":
+    if field in ("limit", "seconds"):
         # A whole number is the right type (out of range it is refused as well); text is not.
         wrong = data.draw(
             wrong_types.filter(lambda v: isinstance(v, bool) or not isinstance(v, int))

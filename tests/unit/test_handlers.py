@@ -826,6 +826,7 @@ def test_set_name_renames_in_lobby_and_hello_shows_it(
         "name": "minji2",
         "rooms": ["lobby"],
         "protocol": 1,
+        "unread": {"lobby": 0},
     }
 
 

@@ -61,6 +61,9 @@ def test_error_codes_are_the_ones_the_doc_lists() -> None:
         protocol.NO_SUCH_MESSAGE,
         protocol.FORBIDDEN,
         protocol.TOO_MANY_REACTIONS,
+        "private_room",
+        "muted",
+        "room_exists",
         protocol.UNAVAILABLE,
     ]
     assert protocol.MAX_MESSAGE_CHARS == 4000
@@ -497,7 +500,7 @@ def test_presence_membership_renamed_and_hello_events() -> None:
 def test_every_event_type_the_doc_lists_is_built_here() -> None:
     documented = set()
     for row in doc_table("Server → client"):
-        documented.update(re.findall(r"[a-z]+", row[0]))
+        documented.update(re.findall(r"[A-Za-z]+", row[0]))
     built = {
         protocol.message_event(ROOM_MESSAGE)["type"],
         protocol.ack_event(ROOM_MESSAGE)["type"],
@@ -514,6 +517,11 @@ def test_every_event_type_the_doc_lists_is_built_here() -> None:
         edits.reaction_event(ROOM_MESSAGE, "+1", "a", True)["type"],
         ProtocolError(protocol.BAD_REQUEST, "x").to_event()["type"],
     }
+
+    # And the events the use cases build where they send them (wschat/chat/*.py).
+    chat = Path(edits.__file__).parent
+    for module in chat.glob("*.py"):
+        built.update(re.findall(r'"type": "(\w+)"', module.read_text(encoding="utf-8")))
 
     assert documented == built
 

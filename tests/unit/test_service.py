@@ -620,6 +620,7 @@ def test_after_set_name_hello_and_messages_use_the_new_name(trio: Chat) -> None:
         "name": "ann",
         "rooms": ["lobby"],
         "protocol": 1,
+        "unread": {"lobby": 0},
     }
     assert trio.sender.received(BOB, "message")[0]["from"] == "ann"
     assert trio.store.connection_ids_named("alice") == []
@@ -681,6 +682,7 @@ def test_hello_tells_the_connection_who_and_where_it_is(chat: Chat) -> None:
             "name": "alice",
             "rooms": ["alpha", "lobby", "zeta"],
             "protocol": protocol.PROTOCOL_VERSION,
+            "unread": {"alpha": 0, "lobby": 0, "zeta": 0},
         }
     ]
 

@@ -216,6 +216,7 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
     # announcements' 410s -> _forget.
     "RoomsFunction": {
         CONNECTIONS: {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"},
+        NAME_INDEX: {"dynamodb:Query"},  # read marks and moderation reach a user's tabs
         MEMBERS: {
             "dynamodb:PutItem",
             "dynamodb:DeleteItem",
@@ -223,7 +224,10 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
             "dynamodb:Query",
             "dynamodb:BatchWriteItem",
         },
-        MESSAGES: {"dynamodb:Query"},
+        MESSAGES: {"dynamodb:Query"},  # history pages, unread counts
+        ROOMS: {"dynamodb:GetItem", "dynamodb:UpdateItem"},  # get_room, create_room
+        PUBLIC_INDEX: {"dynamodb:Query"},  # the directory
+        ROOM_USERS: {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:BatchGetItem"},
         POST: {"execute-api:ManageConnections"},
         FANOUT: {"sqs:SendMessage"},
     },

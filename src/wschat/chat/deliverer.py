@@ -114,28 +114,31 @@ class Deliverer:
         """
         data = protocol.encode(intent.event)
         members = list(intent.members) if intent.members is not None else None
+        skip = frozenset(intent.exclude)
         limit = self.config.fanout.inline_limit
         if limit is None:
             limit = self.sender.inline_limit
         if limit is None:  # any number: page through the room here
             if members is not None:
-                return self._post_inline(members, data, outcome, ack=intent.ack)
-            return self._post_pages(intent.room, data, outcome, ack=intent.ack)
+                return self._post_inline(members, data, outcome, ack=intent.ack, skip=skip)
+            return self._post_pages(intent.room, data, outcome, ack=intent.ack, skip=skip)
         if members is None:
             members = self.store.room_member_ids(intent.room, limit=limit + 1)
         if len(members) <= limit:
-            return self._post_inline(members, data, outcome, ack=intent.ack)
-        if self._enqueue(intent.room, data, outcome):
+            return self._post_inline(members, data, outcome, ack=intent.ack, skip=skip)
+        if self._enqueue(intent.room, data, outcome, skip):
             if intent.ack is not None:
                 self.reply(intent.ack.connection_id, intent.ack.event)
             return []
-        return self._post_pages(intent.room, data, outcome, ack=intent.ack)
+        return self._post_pages(intent.room, data, outcome, ack=intent.ack, skip=skip)
 
-    def _enqueue(self, room: str, data: bytes, outcome: Outcome) -> bool:
+    def _enqueue(
+        self, room: str, data: bytes, outcome: Outcome, skip: frozenset[str] = frozenset()
+    ) -> bool:
         """Hand a room's delivery to the queue as a plan job; False if it cannot be."""
         if self.queue is None or self.endpoint is None:
             return False
-        job = FanoutJob.plan(room, self.endpoint, data, exclude=sorted(self.connecting))
+        job = FanoutJob.plan(room, self.endpoint, data, exclude=sorted(self.connecting | skip))
         try:
             self.queue.send([job])
         except QueueUnavailable as exc:
@@ -148,7 +151,13 @@ class Deliverer:
         return True
 
     def _post_pages(
-        self, room: str, data: bytes, outcome: Outcome, *, ack: Reply | None = None
+        self,
+        room: str,
+        data: bytes,
+        outcome: Outcome,
+        *,
+        ack: Reply | None = None,
+        skip: frozenset[str] = frozenset(),
     ) -> list[str]:
         """Post to a whole room from this invocation, a stretch of member ids at a time (a
         plan job's worth: memory stays bounded, and the thread pool stays full)."""
@@ -157,7 +166,7 @@ class Deliverer:
         after: str | None = None
         while True:
             page = self.store.room_member_ids(room, after=after, limit=page_size)
-            gone += self._post_inline(page, data, outcome, ack=ack)
+            gone += self._post_inline(page, data, outcome, ack=ack, skip=skip)
             ack = None
             if len(page) < page_size:
                 return gone
@@ -170,14 +179,18 @@ class Deliverer:
         outcome: Outcome,
         *,
         ack: Reply | None = None,
+        skip: frozenset[str] = frozenset(),
     ) -> list[str]:
-        """Post ``data`` to connections, after the caller's ``ack`` when there is one, in one
-        sender call (one round trip on the local fast path). The ack is a reply: its failure
-        is logged, never taken for a departure (as ``reply``). Returns the ids found gone."""
+        """Post ``data`` to connections (but those still connecting, or in ``skip``), after the
+        caller's ``ack`` when there is one, in one sender call (one round trip on the local
+        fast path). The ack is a reply: its failure is logged, never taken for a departure
+        (as ``reply``). Returns the ids found gone."""
         batches: list[tuple[list[str], bytes]] = []
         if ack is not None:
             batches.append(([ack.connection_id], protocol.encode(ack.event)))
-        connection_ids = [cid for cid in connection_ids if cid not in self.connecting]
+        connection_ids = [
+            cid for cid in connection_ids if cid not in self.connecting and cid not in skip
+        ]
         if connection_ids:
             batches.append((connection_ids, data))
         if not batches:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from wschat import protocol
+from wschat.chat import rooms
 from wschat.chat.context import Context
 from wschat.chat.intents import Intent, Reply, ToConnections, ToRoom
 from wschat.chat.rooms import require_room
@@ -22,7 +23,6 @@ from wschat.storage.base import StoredMessage, direct_room
 
 MAX_EMOJIS = 20
 MAX_EMOJI_CHARS = 16
-MODERATORS = ("owner", "moderator")
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,11 +142,14 @@ def reaction_event(message: StoredMessage, emoji: str, user: str, on: bool) -> d
 # --- use cases ---------------------------------------------------------------------------------
 
 
-def _key(ctx: Context, target: Target, action: str) -> str:
+def _key(ctx: Context, target: Target, action: str, *, speaks: bool = False) -> str:
+    """The stored room of the target; ``speaks``: refused while the caller is muted there."""
     if target.with_user is not None:
         return direct_room(ctx.caller.name, target.with_user)
     assert target.room is not None
     require_room(ctx.caller, target.room, action)
+    if speaks:
+        rooms.require_voice(ctx, target.room, action)
     return target.room
 
 
@@ -168,7 +171,7 @@ def _to_readers(ctx: Context, message: StoredMessage, event: dict[str, Any]) -> 
 
 
 def edit(ctx: Context, command: Edit) -> list[Intent]:
-    key = _key(ctx, command.target, command.ACTION)
+    key = _key(ctx, command.target, command.ACTION, speaks=True)
     message = _found(ctx, key, command.target, command.ACTION)
     if message.sender != ctx.caller.name:
         raise ProtocolError(
@@ -193,7 +196,7 @@ def delete(ctx: Context, command: Delete) -> list[Intent]:
     if message.sender != me.name:
         # In a room its owner and moderators may delete anyone's message; in a direct
         # conversation nobody but the author.
-        if message.to is not None or not _moderates(ctx, message.room):
+        if message.to is not None or not rooms.moderates(ctx, message.room):
             raise ProtocolError(
                 protocol.FORBIDDEN,
                 "only its author or the room's moderators may delete a message",
@@ -211,7 +214,7 @@ def delete(ctx: Context, command: Delete) -> list[Intent]:
 
 def react(ctx: Context, command: React) -> list[Intent]:
     me = ctx.caller
-    key = _key(ctx, command.target, command.ACTION)
+    key = _key(ctx, command.target, command.ACTION, speaks=True)
     message = _found(ctx, key, command.target, command.ACTION)
     after = ctx.store.react(
         key, message.id, user=me.name, emoji=command.emoji, on=command.on, max_emojis=MAX_EMOJIS
@@ -231,8 +234,3 @@ def react(ctx: Context, command: React) -> list[Intent]:
         # Nothing changed (already there, or not there to remove): the caller learns so.
         return [Reply(me.connection_id, reaction_event(after, command.emoji, me.name, command.on))]
     return _to_readers(ctx, after, reaction_event(after, command.emoji, me.name, command.on))
-
-
-def _moderates(ctx: Context, room: str) -> bool:
-    state = ctx.store.get_room_user(room, ctx.caller.name)
-    return state is not None and state.role in MODERATORS

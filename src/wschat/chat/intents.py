@@ -23,12 +23,14 @@ class Reply:
 @dataclass(frozen=True, slots=True)
 class ToRoom:
     """An event to every member of a room; ``ack`` goes to the caller first, in the same post.
-    ``members``: the room's connection ids, when the use case has just read them."""
+    ``members``: the room's connection ids, when the use case has just read them. ``exclude``:
+    connections that get the event another way (the subject of a moderation act)."""
 
     room: str
     event: Event
     ack: Reply | None = None
     members: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from wschat import protocol
 from wschat.chat.context import Context
 from wschat.chat.intents import Intent, Reply, ToConnections, ToRoom
-from wschat.chat.rooms import require_room
+from wschat.chat.rooms import require_room, require_voice
 from wschat.protocol import ProtocolError
 from wschat.storage.base import NewMessage, direct_room
 
@@ -22,6 +22,7 @@ def _new_message(
 
 def send_message(ctx: Context, command: protocol.SendMessage) -> list[Intent]:
     require_room(ctx.caller, command.room, command.ACTION)
+    require_voice(ctx, command.room, command.ACTION)
     stored = ctx.store.append_message(
         _new_message(ctx, command.room, command.text, command.client_id)
     )

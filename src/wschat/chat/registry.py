@@ -17,7 +17,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from wschat import protocol
-from wschat.chat import deliverer, edits, lifecycle, messages, rooms, typing
+from wschat.chat import (
+    deliverer,
+    directory,
+    edits,
+    lifecycle,
+    messages,
+    moderation,
+    reading,
+    rooms,
+    typing,
+)
 from wschat.chat.context import Context
 from wschat.chat.intents import Intent
 
@@ -51,25 +61,43 @@ ACTIONS: dict[str, Action] = {
     row.name: row
     for row in (
         _row(protocol.SendMessage, messages.send_message, "send_message",
-             {"append_message"}, fans_out=True),
+             {"append_message", "get_room_user"}, fans_out=True),
         _row(protocol.Direct, messages.direct, "send_message",
              {"connection_ids_named", "append_message"}, fans_out=True),
         _row(protocol.Join, rooms.join, "rooms",
-             {"join_room", "room_members", "message_history"}, fans_out=True),
+             {"join_room", "room_members", "message_history", "get_room", "get_room_user"},
+             fans_out=True),
         _row(protocol.Leave, rooms.leave, "rooms", {"leave_room"}, fans_out=True),
         _row(protocol.SetName, rooms.set_name, "rooms", {"rename_connection"}, fans_out=True),
         _row(protocol.Who, rooms.who, "rooms", {"room_members"}, fans_out=False),
-        _row(protocol.Hello, rooms.hello, "rooms", set(), fans_out=False),
+        _row(protocol.Hello, reading.hello, "rooms", {"read_marks", "unread_count"},
+             fans_out=False),
         _row(protocol.History, messages.history, "history", {"message_history"}, fans_out=False),
         _row(typing.Typing, typing.typing, "send_message",
              {"room_members", "connection_ids_named"}, fans_out=True),
         _row(edits.Edit, edits.edit, "send_message",
-             {"get_message", "edit_message", "connection_ids_named"}, fans_out=True),
+             {"get_message", "edit_message", "connection_ids_named", "get_room_user"},
+             fans_out=True),
         _row(edits.Delete, edits.delete, "send_message",
              {"get_message", "delete_message", "get_room_user", "connection_ids_named"},
              fans_out=True),
         _row(edits.React, edits.react, "send_message",
-             {"get_message", "react", "connection_ids_named"}, fans_out=True),
+             {"get_message", "react", "connection_ids_named", "get_room_user"}, fans_out=True),
+        _row(reading.Read, reading.read, "rooms",
+             {"mark_read", "connection_ids_named"}, fans_out=True),
+        _row(directory.ListRooms, directory.list_rooms, "rooms",
+             {"public_rooms", "room_member_count"}, fans_out=False),
+        _row(directory.CreateRoom, directory.create_room, "rooms",
+             {"create_room", "set_role", "join_room", "room_members", "message_history",
+              "get_room", "get_room_user"}, fans_out=True),
+        _row(directory.Invite, directory.invite, "rooms",
+             {"get_room", "get_room_user", "invite", "connection_ids_named"}, fans_out=True),
+        _row(moderation.SetRole, moderation.set_role, "rooms",
+             {"get_room_user", "set_role", "connection_ids_named"}, fans_out=True),
+        _row(moderation.Kick, moderation.kick, "rooms",
+             {"get_room_user", "connection_ids_named", "leave_room"}, fans_out=True),
+        _row(moderation.Mute, moderation.mute, "rooms",
+             {"get_room_user", "set_muted", "connection_ids_named"}, fans_out=True),
     )
 }  # fmt: skip
 COMMANDS: dict[str, type[protocol.CommandParser]] = {

@@ -11,6 +11,34 @@ from wschat.chat.intents import Announce, Intent, Reply
 from wschat.protocol import ProtocolError
 from wschat.storage.base import Connection, Member, member_names
 
+PRIVATE_ROOM = "private_room"
+MUTED = "muted"
+MODERATORS = ("owner", "moderator")
+
+
+def moderates(ctx: Context, room: str) -> bool:
+    """Whether the caller is the room's owner or one of its moderators."""
+    state = ctx.store.get_room_user(room, ctx.caller.name)
+    return state is not None and state.role in MODERATORS
+
+
+def require_voice(ctx: Context, room: str, action: str) -> None:
+    """Refuse a muted user's message, edit or reaction in ``room``."""
+    state = ctx.store.get_room_user(room, ctx.caller.name)
+    if state is not None and state.muted_until is not None and state.muted_until > ctx.now_ms():
+        seconds = (state.muted_until - ctx.now_ms() + 999) // 1000
+        raise ProtocolError(MUTED, f"you are muted in {room!r} for {seconds} s more", action)
+
+
+def may_join(ctx: Context, room: str) -> bool:
+    """A public (or never created) room anyone may join; a private one the invited and those
+    with a role in it."""
+    info = ctx.store.get_room(room)
+    if info is None or not info.private:
+        return True
+    state = ctx.store.get_room_user(room, ctx.caller.name)
+    return state is not None and (state.invited or state.role is not None)
+
 
 def require_room(connection: Connection, room: str, action: str) -> None:
     if room not in connection.rooms:
@@ -20,6 +48,8 @@ def require_room(connection: Connection, room: str, action: str) -> None:
 def join(ctx: Context, command: protocol.Join) -> list[Intent]:
     me = ctx.caller
     room = command.room
+    if room not in me.rooms and not may_join(ctx, room):
+        raise ProtocolError(PRIVATE_ROOM, f"{room!r} is invite-only", command.ACTION)
     intents: list[Intent] = []
     if ctx.store.join_room(room, me.connection_id, me.name, me.expires_at):
         ts = ctx.now_ms()
@@ -82,10 +112,6 @@ def _renamed(room: str, old: str, new: str, ts: int) -> Callable[[list[str]], di
 def who(ctx: Context, command: protocol.Who) -> list[Intent]:
     names = member_names(ctx.store.room_members(command.room))
     return [Reply(ctx.caller.connection_id, protocol.presence_event(command.room, names))]
-
-
-def hello(ctx: Context, command: protocol.Hello) -> list[Intent]:
-    return [hello_of(ctx.caller)]
 
 
 def hello_of(connection: Connection) -> Reply:
