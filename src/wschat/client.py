@@ -1,10 +1,18 @@
 """``wschat client``: the chat in a terminal, line by line.
 
-Shows each room's recent history, then live messages; lines typed go to the current room.
+Shows each room's recent history, then live messages; lines typed go to the current room (or,
+after ``/dm NAME``, to NAME).
 Commands: ``/join ROOM``, ``/leave [ROOM]``, ``/room ROOM`` (switch), ``/who [ROOM]``,
-``/dm NAME TEXT``, ``/name NAME``, ``/history`` (older messages), ``/help``, ``/quit``.
+``/dm NAME [TEXT]`` (without TEXT: talk to NAME), ``/name NAME``, ``/history`` (older messages),
+``/edit TEXT`` (your last message here), ``/delete`` (your last message here),
+``/react EMOJI`` (the last message here), ``/unreact EMOJI``, ``/help``, ``/quit``.
 It reconnects with backoff and asks each room for what it missed (``history`` after the last
 id it saw), so nothing is lost or shown twice across a reconnect.
+
+Changes to messages print as they happen: ``* [general] alice edited: new text``,
+``* [general] message deleted by alice ("old text")``, ``* [general] bob reacted 👍 (2) to
+"hello"``; history shows a message as it is now (``(edited)``, ``(message deleted)``, its
+reactions), and a change seen only in a catch-up page prints as a change.
 
 Someone typing in the current room, or to you, shows as ``* alice is typing…`` (``… [dm]`` for a
 direct message), at most once per person and place every 10 s rather than a line per ``typing``
@@ -21,6 +29,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -33,6 +42,45 @@ HELP = __doc__.split("Commands: ", 1)[1].split("It reconnects", 1)[0].strip() if
 MAX_BACKOFF = 10.0
 CATCH_UP_REWIND_MS = 10_000
 TYPING_NOTICE_EVERY = 10.0  # seconds between two "is typing" lines for one person in one place
+REMEMBERED = 500  # messages kept per place, for /edit, /delete, /react and for change lines
+SNIPPET_CHARS = 30
+
+
+@dataclass
+class Seen:
+    """A message as this client last saw it."""
+
+    sender: str
+    text: str
+    deleted: bool = False
+    edited_at: int | None = None
+    reactions: dict[str, list[str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, event: dict[str, Any]) -> Seen:
+        return cls(
+            sender=str(event.get("from")),
+            text=str(event.get("text", "")),
+            deleted=bool(event.get("deleted")),
+            edited_at=event.get("editedAt") if isinstance(event.get("editedAt"), int) else None,
+            reactions=_reactions(event.get("reactions")),
+        )
+
+    def snippet(self) -> str:
+        text = " ".join(self.text.split())
+        if len(text) > SNIPPET_CHARS:
+            text = text[: SNIPPET_CHARS - 1] + "…"
+        return f'"{text}"' if text else ""
+
+
+def _reactions(value: Any) -> dict[str, list[str]]:
+    if not isinstance(value, dict):
+        return {}
+    return {str(emoji): [str(u) for u in users] for emoji, users in value.items() if users}
+
+
+def _counts(reactions: dict[str, list[str]]) -> str:
+    return ", ".join(f"{emoji} {len(users)}" for emoji, users in reactions.items()) or "none"
 
 
 class TerminalChat:
@@ -59,6 +107,8 @@ class TerminalChat:
         self.connected = asyncio.Event()
         self.clock: Callable[[], float] = time.monotonic
         self.typing_shown: dict[tuple[str, str], float] = {}  # (room or "@", name) -> when
+        # Per place (a room, or "@name" for direct messages with name): id -> the message.
+        self.messages: dict[str, dict[str, Seen]] = {}
 
     # --- output ---------------------------------------------------------------------------
 
@@ -72,19 +122,104 @@ class TerminalChat:
 
     def show_message(self, event: dict[str, Any]) -> None:
         message_id = str(event.get("id", ""))
+        place = self._place_of(event)
         if message_id in self.seen:
+            if place is not None:
+                self._show_changes(place, message_id, Seen.of(event))
             return
         self.seen.add(message_id)
         when = self._time(int(event.get("ts", 0)))
+        seen = Seen.of(event)
+        text = "(message deleted)" if seen.deleted else seen.text
+        if seen.edited_at is not None and not seen.deleted:
+            text += " (edited)"
+        if seen.reactions and not seen.deleted:
+            text += f"  [{_counts(seen.reactions)}]"
+        if place is not None:
+            self._remember(place, message_id, seen)
+            self.last_ids[place] = max(self.last_ids.get(place, ""), message_id)
+            self.first_ids[place] = min(self.first_ids.get(place, message_id), message_id)
         if event.get("type") == "direct":
-            other = event["to"] if event.get("from") == self.name else event.get("from")
-            self.last_ids[f"@{other}"] = max(self.last_ids.get(f"@{other}", ""), message_id)
-            self.show(f"{when} [dm] {event.get('from')} -> {event.get('to')}: {event.get('text')}")
+            self.show(f"{when} [dm] {event.get('from')} -> {event.get('to')}: {text}")
             return
-        room = str(event.get("room"))
-        self.last_ids[room] = max(self.last_ids.get(room, ""), message_id)
-        self.first_ids[room] = min(self.first_ids.get(room, message_id), message_id)
-        self.show(f"{when} [{room}] {event.get('from')}: {event.get('text')}")
+        self.show(f"{when} [{event.get('room')}] {event.get('from')}: {text}")
+
+    # --- changes to messages --------------------------------------------------------------
+
+    def _place_of(self, event: dict[str, Any]) -> str | None:
+        """Where a message (or a change to one) is: its room, or "@" the other user."""
+        room = event.get("room")
+        if isinstance(room, str):
+            return room
+        sender, to = event.get("from"), event.get("to")
+        if isinstance(sender, str) and isinstance(to, str):
+            return f"@{to if sender == self.name else sender}"
+        return None
+
+    @staticmethod
+    def _label(place: str) -> str:
+        return "[dm]" if place.startswith("@") else f"[{place}]"
+
+    def _remember(self, place: str, message_id: str, seen: Seen) -> None:
+        messages = self.messages.setdefault(place, {})
+        messages[message_id] = seen
+        if len(messages) > REMEMBERED:
+            del messages[min(messages)]
+
+    def _known(self, place: str, message_id: Any) -> Seen | None:
+        return self.messages.get(place, {}).get(str(message_id))
+
+    def _show_changes(self, place: str, message_id: str, now: Seen) -> None:
+        """A message seen before, again in a history page (a catch-up): what changed since."""
+        known = self._known(place, message_id)
+        if known is None:
+            return
+        label = self._label(place)
+        if now.deleted and not known.deleted:
+            self.show(f"* {label} {known.sender}'s message deleted {known.snippet()}".rstrip())
+        elif not now.deleted and now.edited_at is not None and now.edited_at != known.edited_at:
+            self.show(f"* {label} {now.sender} edited: {now.text}")
+        if not now.deleted and now.reactions != known.reactions:
+            about = known.snippet() or "a message"
+            self.show(f"* {label} reactions on {about}: {_counts(now.reactions)}")
+        self._remember(place, message_id, now)
+
+    def show_change(self, event: dict[str, Any]) -> None:
+        """An ``edited``, ``deleted`` or ``reaction`` event."""
+        place = self._place_of(event)
+        if place is None:
+            return
+        kind, label = event.get("type"), self._label(place)
+        known = self._known(place, event.get("id"))
+        if kind == "edited":
+            text = str(event.get("text", ""))
+            if known is not None:
+                known.text, known.edited_at = text, event.get("editedAt")
+            self.show(f"* {label} {event.get('from')} edited: {text}")
+        elif kind == "deleted":
+            author, by = event.get("from"), event.get("by")
+            snippet = f" ({known.snippet()})" if known is not None and known.snippet() else ""
+            if known is not None:
+                known.deleted, known.reactions = True, {}
+            whose = "message" if author == by else f"{author}'s message"
+            self.show(f"* {label} {whose} deleted by {by}{snippet}")
+        else:
+            emoji, user, on = str(event.get("emoji")), event.get("user"), bool(event.get("on"))
+            users = [str(u) for u in event.get("users", [])]
+            before = known.reactions.get(emoji, []) if known is not None else None
+            if known is not None:
+                if users:
+                    known.reactions[emoji] = users
+                else:
+                    known.reactions.pop(emoji, None)
+            if user == self.name and before is not None and sorted(before) == sorted(users):
+                already = "you already reacted" if on else "you had not reacted"
+                self.show(f"* {label} {already} {emoji} ({len(users)})")
+                return
+            snippet = known.snippet() if known is not None else ""
+            verb, about = ("reacted", " to ") if on else ("took back", " on ")
+            about = about + snippet if snippet else ""
+            self.show(f"* {label} {user} {verb} {emoji} ({len(users)}){about}")
 
     def show_typing(self, event: dict[str, Any]) -> None:
         who = event.get("from")
@@ -221,6 +356,8 @@ class TerminalChat:
             self.show(f"! {event.get('message')} ({event.get('code')})")
         elif kind == "typing":
             self.show_typing(event)
+        elif kind in ("edited", "deleted", "reaction"):
+            self.show_change(event)
         elif kind == "ack":
             pass  # the message itself follows
         elif "message" in event:
@@ -240,7 +377,10 @@ class TerminalChat:
         if not line.strip():
             return
         if not line.startswith("/"):
-            await self.send({"action": "sendMessage", "room": self.current, "message": line})
+            if self.current.startswith("@"):
+                await self.send({"action": "direct", "to": self.current[1:], "message": line})
+            else:
+                await self.send({"action": "sendMessage", "room": self.current, "message": line})
             return
         word, _, rest = line[1:].partition(" ")
         rest = rest.strip()
@@ -248,10 +388,14 @@ class TerminalChat:
             "join": self._join,
             "leave": self._leave,
             "room": self._switch,
-            "who": lambda arg: self.send({"action": "who", "room": arg or self.current}),
+            "who": self._who,
             "dm": self._dm,
             "name": lambda arg: self.send({"action": "setName", "name": arg}),
             "history": self._older,
+            "edit": self._edit,
+            "delete": self._delete,
+            "react": lambda arg: self._react(arg, on=True),
+            "unreact": lambda arg: self._react(arg, on=False),
             "help": lambda arg: self._help(),
             "quit": lambda arg: self._quit(),
         }
@@ -272,6 +416,9 @@ class TerminalChat:
 
     async def _leave(self, room: str) -> None:
         room = room or self.current
+        if room.startswith("@"):
+            self.show("! usage: /leave ROOM (/room ROOM goes back to a room)")
+            return
         await self.send({"action": "leave", "room": room})
         if room == self.current:
             self.current = "lobby"
@@ -283,16 +430,93 @@ class TerminalChat:
         self.current = room
         self.show(f"* talking in [{room}]")
 
+    async def _who(self, room: str) -> None:
+        room = room or self.current
+        if room.startswith("@"):
+            self.show("! usage: /who ROOM")
+            return
+        await self.send({"action": "who", "room": room})
+
     async def _dm(self, rest: str) -> None:
         to, _, text = rest.partition(" ")
-        if not to or not text.strip():
-            self.show("! usage: /dm NAME TEXT")
+        if not to:
+            self.show("! usage: /dm NAME [TEXT]")
+            return
+        if not text.strip():
+            # Talk to them: lines typed (and /edit, /delete, /react) go to this conversation.
+            self.current = f"@{to}"
+            self.show(f"* talking to {to} [dm]; /room ROOM goes back to a room")
+            if f"@{to}" not in self.first_ids:
+                await self.send({"action": "history", "with": to, "limit": 20})
             return
         await self.send({"action": "direct", "to": to, "message": text})
 
+    def _here(self) -> dict[str, str]:
+        """The current place, as edit/delete/react frames name it."""
+        if self.current.startswith("@"):
+            return {"with": self.current[1:]}
+        return {"room": self.current}
+
+    def _last(self, *, mine: bool, reacted: str | None = None) -> str | None:
+        """The newest message here (not deleted): ``mine``, or carrying our ``reacted``."""
+        messages = self.messages.get(self.current, {})
+        for message_id in sorted(messages, reverse=True):
+            seen = messages[message_id]
+            if seen.deleted or (mine and seen.sender != self.name):
+                continue
+            if reacted is not None and self.name not in seen.reactions.get(reacted, []):
+                continue
+            return message_id
+        return None
+
+    def _where_label(self) -> str:
+        return (
+            f"your conversation with {self.current[1:]}"
+            if self.current.startswith("@")
+            else f"[{self.current}]"
+        )
+
+    async def _edit(self, text: str) -> None:
+        if not text:
+            self.show("! usage: /edit TEXT (replaces your last message here)")
+            return
+        message_id = self._last(mine=True)
+        if message_id is None:
+            self.show(f"! no message of yours in {self._where_label()} to edit")
+            return
+        await self.send({"action": "edit", **self._here(), "id": message_id, "message": text})
+
+    async def _delete(self, rest: str) -> None:
+        if rest:
+            self.show("! usage: /delete (deletes your last message here)")
+            return
+        message_id = self._last(mine=True)
+        if message_id is None:
+            self.show(f"! no message of yours in {self._where_label()} to delete")
+            return
+        await self.send({"action": "delete", **self._here(), "id": message_id})
+
+    async def _react(self, emoji: str, *, on: bool) -> None:
+        command = "react" if on else "unreact"
+        if not emoji or any(ch.isspace() for ch in emoji):
+            self.show(f"! usage: /{command} EMOJI")
+            return
+        message_id = self._last(mine=False, reacted=None if on else emoji)
+        if message_id is None:
+            if on:
+                self.show(f"! no message in {self._where_label()} to react to")
+            else:
+                self.show(f"! you have no {emoji} on a message in {self._where_label()}")
+            return
+        frame = {"action": "react", **self._here(), "id": message_id, "emoji": emoji, "on": on}
+        await self.send(frame)
+
     async def _older(self, _: str) -> None:
-        frame: dict[str, Any] = {"action": "history", "room": self.current}
-        # Older than the oldest shown of this room (not of every room: that skipped messages).
+        if self.current.startswith("@"):
+            frame: dict[str, Any] = {"action": "history", "with": self.current[1:]}
+        else:
+            frame = {"action": "history", "room": self.current}
+        # Older than the oldest shown of this place (not of every room: that skipped messages).
         oldest = self.first_ids.get(self.current)
         if oldest:
             frame["before"] = oldest

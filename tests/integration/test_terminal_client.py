@@ -3,13 +3,16 @@ running as a process, with a plain WebSocket client for the person at the other 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
 import re
 import signal
-from collections.abc import Iterator
+import threading
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any
 
 import pexpect
 import pytest
@@ -255,3 +258,171 @@ def test_after_a_gateway_restart_it_reconnects_and_shows_what_it_missed_once(
             assert len(dave.lines("reconnecting…")) == 1, dave.output
     finally:
         server.close()
+
+
+def test_edit_delete_and_react_commands_and_the_lines_changes_print(server: ChatServer) -> None:
+    with (
+        server.person("alice", "general") as alice,
+        terminal(server.websocket_url, "dave", "general") as dave,
+    ):
+        dave.expect("* talking in [general]")
+        dave.type("/edit nothing to edit yet")
+        dave.expect("! no message of yours in [general] to edit")
+        dave.type("my first")
+        dave.type("my second")
+        dave.expect("[general] dave: my second")
+        second = recv_until(
+            alice, lambda e: e.get("type") == "message" and e["text"] == "my second"
+        )
+
+        # /edit: his last message here; everyone sees the new text.
+        dave.type("/edit my second, edited")
+        edited = recv_until(alice, lambda e: e.get("type") == "edited")
+        assert (edited["id"], edited["text"], edited["room"]) == (
+            second["id"],
+            "my second, edited",
+            "general",
+        )
+        dave.expect("* [general] dave edited: my second, edited")
+
+        # Alice's reaction to it, then his /react on the last message here (hers).
+        alice.send(
+            json.dumps({"action": "react", "room": "general", "id": second["id"], "emoji": "👍"})
+        )
+        dave.expect('* [general] alice reacted 👍 (1) to "my second, edited"')
+        hers = say(alice, "from alice", "general")
+        dave.expect("[general] alice: from alice")
+        dave.type("/react 🎉")
+        reaction = recv_until(alice, lambda e: e.get("type") == "reaction" and e["user"] == "dave")
+        assert (reaction["id"], reaction["emoji"], reaction["on"]) == (hers["id"], "🎉", True)
+        dave.expect('* [general] dave reacted 🎉 (1) to "from alice"')
+        dave.type("/react 🎉")  # again: nothing changes, and he is told so
+        dave.expect("* [general] you already reacted 🎉 (1)")
+        dave.type("/unreact 👀")
+        dave.expect("! you have no 👀 on a message in [general]")
+        dave.type("/unreact 🎉")
+        dave.expect('* [general] dave took back 🎉 (0) on "from alice"')
+
+        # /delete: his last message (not alice's, which is newer); alice deletes hers.
+        dave.type("/delete")
+        deleted = recv_until(alice, lambda e: e.get("type") == "deleted")
+        assert (deleted["id"], deleted["by"]) == (second["id"], "dave")
+        dave.expect('* [general] message deleted by dave ("my second, edited")')
+        alice.send(json.dumps({"action": "delete", "room": "general", "id": hers["id"]}))
+        dave.expect('* [general] message deleted by alice ("from alice")')
+        dave.type("/edit again")  # now his last message is "my first"
+        edited = recv_until(alice, lambda e: e.get("type") == "edited")
+        assert edited["text"] == "again"
+        dave.expect("* [general] dave edited: again")
+
+        # An emoji is one word: the client says how to use the command, sends nothing.
+        dave.type("/react nope nope")
+        dave.expect("! usage: /react EMOJI")
+
+        # A direct conversation: /dm NAME talks to NAME; the commands act there.
+        dave.type("/dm alice")
+        dave.expect("* talking to alice [dm]")
+        dave.type("psst")
+        dm = recv_until(alice, lambda e: e.get("type") == "direct")
+        assert (dm["to"], dm["text"]) == ("alice", "psst")
+        dave.expect("[dm] dave -> alice: psst")
+        dave.type("/edit psst, edited")
+        edited = recv_until(alice, lambda e: e.get("type") == "edited")
+        assert (edited["id"], edited["from"], edited["to"]) == (dm["id"], "dave", "alice")
+        dave.expect("* [dm] dave edited: psst, edited")
+        alice.send(json.dumps({"action": "react", "with": "dave", "id": dm["id"], "emoji": "❤️"}))
+        dave.expect('* [dm] alice reacted ❤️ (1) to "psst, edited"')
+        dave.type("/help")
+        dave.expect("/edit TEXT")
+
+
+def test_history_shows_messages_as_they_are_now_and_a_catch_up_prints_what_changed() -> None:
+    out = io.StringIO()
+    chat = TerminalChat("ws://127.0.0.1:1/local", name="dave", room="general", out=out)
+    chat.current = "general"
+    page = [
+        {
+            "type": "message",
+            "id": "01A",
+            "room": "general",
+            "from": "alice",
+            "text": "plain",
+            "ts": 0,
+        },
+        {
+            "type": "message",
+            "id": "01B",
+            "room": "general",
+            "from": "alice",
+            "text": "changed",
+            "ts": 0,
+            "editedAt": 5,
+            "reactions": {"👍": ["bob", "dave"], "🎉": ["bob"]},
+        },
+        {
+            "type": "message",
+            "id": "01C",
+            "room": "general",
+            "from": "bob",
+            "text": "",
+            "ts": 0,
+            "deleted": True,
+        },
+    ]
+    chat.handle({"type": "history", "room": "general", "messages": page})
+    lines = [line.split(" ", 1)[1] for line in out.getvalue().splitlines()]
+    assert lines == [
+        "[general] alice: plain",
+        "[general] alice: changed (edited)  [👍 2, 🎉 1]",
+        "[general] bob: (message deleted)",
+    ]
+
+    # A catch-up page after a reconnect: the same messages, changed meanwhile.
+    out.truncate(0)
+    out.seek(0)
+    again = [
+        {**page[0], "deleted": True, "text": ""},
+        {**page[1], "text": "changed twice", "editedAt": 9, "reactions": {"👍": ["bob"]}},
+        page[2],
+    ]
+    chat.handle({"type": "history", "room": "general", "after": "00", "messages": again})
+    assert out.getvalue().splitlines() == [
+        '* [general] alice\'s message deleted "plain"',
+        "* [general] alice edited: changed twice",
+        '* [general] reactions on "changed": 👍 1',
+    ]
+
+    # Commands find their message among those held: /react skips the tombstone, /edit and
+    # /delete want one of dave's own.
+    frames: list[dict[str, object]] = []
+
+    async def send(frame: dict[str, object]) -> bool:
+        frames.append(frame)
+        return True
+
+    chat.send = send  # type: ignore[method-assign]
+    run_apart(chat.command("/react 👀"))
+    run_apart(chat.command("/delete"))
+    assert frames == [
+        {"action": "react", "room": "general", "id": "01B", "emoji": "👀", "on": True}
+    ]
+    assert out.getvalue().splitlines()[-1] == "! no message of yours in [general] to delete"
+
+
+def run_apart(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run ``coroutine`` to its end on a thread of its own: in a session with the browser tests,
+    Playwright's sync API keeps an event loop running on this one."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(coroutine)
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(TIMEOUT)
+    assert not thread.is_alive()
+    if errors:
+        raise errors[0]

@@ -1,6 +1,11 @@
 // The chat page: renders what ChatConnection receives. Text from the network is only ever
 // put into the page with textContent, never as HTML. With config.json's signIn, people sign
 // in to the stage's issuer (signin.js) and the chat names them from their token.
+//
+// Each message has an action bar (shown on hover or when focus is in the message): a reaction
+// button, and for your own messages Edit and Delete. Editing happens in place (Enter saves,
+// Escape cancels; Up in an empty composer edits your last message); Delete asks first, in the
+// message itself. Reactions show as chips under the message; a chip toggles yours.
 import { ChatConnection, ChatStore } from "./connection.js";
 import { SignIn } from "./signin.js";
 
@@ -47,7 +52,12 @@ const state = {
   pending: new Map(), // clientId -> {key, text}
   notices: new Map(), // conversation key -> [{afterId, text}]
   scrollToBottom: true,
+  // The one open panel on a message: {kind: "edit" | "confirm" | "picker", key, id, draft}.
+  panel: null,
+  pendingEdits: new Map(), // message id -> the text sent, shown until its ``edited`` arrives
 };
+const QUICK_EMOJIS = ["👍", "❤️", "😂", "🎉", "👀"];
+const MAX_EMOJI_CHARS = 16; // the server's limit (protocol: react)
 // Typing indicators (protocol: ``typing``): sent at most every TYPING_SEND_MS per conversation
 // while the box has text; each person shown for TYPING_SHOW_MS after their last one, then faded.
 const TYPING_SEND_MS = 3000;
@@ -108,6 +118,8 @@ function signOut() {
   store.conversations.clear();
   store.directs.clear();
   state.pending.clear();
+  state.panel = null;
+  state.pendingEdits.clear();
   for (const key of [...typing.who.keys()]) forgetTyping(key);
   render();
   if (!signIn.signOut()) {
@@ -126,6 +138,7 @@ function isRoom(key) { return !key.startsWith("@"); }
 
 function setActive(key) {
   state.active = key;
+  state.panel = null;
   saved.set("active", key);
   store.conversation(key).unread = 0;
   state.scrollToBottom = true;
@@ -181,22 +194,262 @@ const FRIENDLY_ERRORS = {
   not_in_room: "You are not in that room any more: join it again to talk there.",
   no_such_user: "Nobody by that name is online right now.",
   unavailable: "The chat cannot store messages right now; try again in a moment.",
+  no_such_message: "That message is not there any more (it was deleted).",
+  too_many_reactions: "That message has as many different reactions as it can take.",
 };
+
+// Where a message lives, as edit/delete/react frames name it.
+function place(key) {
+  return isRoom(key) ? { room: key } : { with: key.slice(1) };
+}
+
+function button(label, onClick, { className = "", focusKey = "", title = "", ariaLabel = "" } = {}) {
+  const node = el("button", className, label);
+  node.type = "button";
+  if (focusKey) node.dataset.focusKey = focusKey;
+  if (title) node.title = title;
+  if (ariaLabel) node.setAttribute("aria-label", ariaLabel);
+  node.addEventListener("click", onClick);
+  return node;
+}
 
 function messageItem(message, me, previous) {
   const item = el("li", "message");
-  if (message.from === me) item.classList.add("mine");
+  const mine = message.from === me;
+  if (mine) item.classList.add("mine");
   // Consecutive messages from one person within five minutes read as one block.
   if (previous && previous.from === message.from && message.ts - previous.ts < 5 * 60 * 1000) {
     item.classList.add("continued");
   }
   item.append(el("span", "from", message.from));
-  item.append(el("span", "text", message.text));
+  const panel = state.panel && state.panel.id === message.id && message.id ? state.panel : null;
+  if (message.deleted) {
+    item.classList.add("deleted");
+    item.append(el("span", "text", "message deleted"));
+  } else {
+    const pendingText = state.pendingEdits.get(message.id);
+    const text = el("span", "text", pendingText ?? message.text);
+    if (pendingText !== undefined) text.classList.add("saving");
+    item.append(text);
+    if (panel?.kind === "edit") {
+      text.hidden = true;
+      item.append(editor(panel));
+    } else if (message.editedAt || pendingText !== undefined) {
+      const edited = el("span", "edited", pendingText !== undefined ? "(saving…)" : "(edited)");
+      if (message.editedAt) edited.title = `edited ${new Date(message.editedAt).toLocaleString()}`;
+      item.append(edited);
+    }
+  }
   const time = el("time", "", formatTime(message.ts));
   time.dateTime = new Date(message.ts).toISOString();
   item.append(time);
   item.dataset.id = message.id;
+  if (!message.id || message.deleted) return item;
+
+  // Focus anywhere in the message shows its action bar (a tap focuses the message itself).
+  item.tabIndex = -1;
+  item.dataset.focusKey = `${message.id}:item`;
+  const picking = panel?.kind === "picker";
+  const actions = el("span", "actions");
+  actions.setAttribute("role", "group");
+  actions.setAttribute("aria-label", `Actions for ${message.from}'s message`);
+  const react = button("☺+", () => openPanel(picking ? null : { kind: "picker", id: message.id, draft: "" }), {
+    className: "react-button", focusKey: `${message.id}:react`, title: "Add a reaction", ariaLabel: "Add reaction",
+  });
+  react.setAttribute("aria-expanded", String(picking));
+  actions.append(react);
+  if (mine) {
+    actions.append(button("Edit", () => startEdit(message.id, `${message.id}:edit`), {
+      focusKey: `${message.id}:edit`, title: "Edit (↑ in an empty message box edits your last message)",
+    }));
+    actions.append(button("Delete", () => openPanel({ kind: "confirm", id: message.id, returnTo: `${message.id}:delete` }), {
+      focusKey: `${message.id}:delete`, className: "danger",
+    }));
+  }
+  item.append(actions);
+  if (panel) item.classList.add("open");
+  if (panel?.kind === "confirm") item.append(deleteConfirm(message));
+  if (picking) item.append(picker(message, me));
+  const chips = reactionChips(message, me);
+  if (chips) item.append(chips);
   return item;
+}
+
+// The message's text in a box: Enter saves, Shift+Enter is a new line, Escape cancels.
+function editor(panel) {
+  const box = el("span", "editor");
+  const input = el("textarea");
+  input.value = panel.draft;
+  input.maxLength = 4000;
+  input.rows = Math.min(8, panel.draft.split("\n").length);
+  input.dataset.focusKey = `${panel.id}:editor`;
+  input.setAttribute("aria-label", "Edit message");
+  input.addEventListener("input", () => { panel.draft = input.value; });
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      saveEdit();
+    } else if (event.key === "Escape") {
+      event.preventDefault();
+      closePanel();
+    }
+  });
+  const row = el("span", "editor-row");
+  row.append(el("span", "hint", "Enter to save · Esc to cancel"));
+  row.append(button("Cancel", closePanel, { focusKey: `${panel.id}:edit-cancel` }));
+  row.append(button("Save", saveEdit, { className: "primary", focusKey: `${panel.id}:edit-save` }));
+  box.append(input, row);
+  return box;
+}
+
+function deleteConfirm(message) {
+  const box = el("div", "confirm");
+  box.setAttribute("role", "group");
+  box.setAttribute("aria-label", "Confirm delete");
+  box.append(el("span", "", "Delete this message? Everyone will see it as deleted."));
+  box.append(button("Delete", () => confirmDelete(message.id), {
+    className: "danger confirm-delete", focusKey: `${message.id}:confirm-delete`, ariaLabel: "Yes, delete it",
+  }));
+  box.append(button("Cancel", closePanel, { focusKey: `${message.id}:confirm-cancel` }));
+  box.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") { event.preventDefault(); closePanel(); }
+  });
+  return box;
+}
+
+// A few quick emojis, and a box for any other.
+function picker(message, me) {
+  const box = el("div", "picker");
+  box.setAttribute("role", "group");
+  box.setAttribute("aria-label", "Pick a reaction");
+  for (const emoji of QUICK_EMOJIS) {
+    const mine = reactedWith(message, emoji, me);
+    const quick = button(emoji, () => { closePanel({ focus: `${message.id}:react` }); toggleReaction(message, emoji); }, {
+      className: "quick", focusKey: `${message.id}:quick:${emoji}`, ariaLabel: `React ${emoji}`,
+    });
+    quick.setAttribute("aria-pressed", String(mine));
+    box.append(quick);
+  }
+  const form = el("form", "other-emoji");
+  const input = el("input");
+  input.value = state.panel.draft;
+  input.maxLength = MAX_EMOJI_CHARS;
+  input.size = 6;
+  input.autocomplete = "off";
+  input.placeholder = "other…";
+  input.dataset.focusKey = `${message.id}:other`;
+  input.setAttribute("aria-label", "Another emoji");
+  input.addEventListener("input", () => { if (state.panel) state.panel.draft = input.value; });
+  form.append(input, button("Add", () => form.requestSubmit(), { focusKey: `${message.id}:other-add` }));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const emoji = input.value.trim();
+    if (!emoji) return;
+    if ([...emoji].length > MAX_EMOJI_CHARS || emoji.length > MAX_EMOJI_CHARS || /\s/.test(emoji)) {
+      showNotice(`A reaction is one emoji (at most ${MAX_EMOJI_CHARS} characters, no spaces).`);
+      return;
+    }
+    closePanel({ focus: `${message.id}:react` });
+    toggleReaction(message, emoji);
+  });
+  box.append(form);
+  box.addEventListener("keydown", (event) => {
+    if (event.key === "Escape") { event.preventDefault(); closePanel({ focus: `${message.id}:react` }); }
+  });
+  return box;
+}
+
+function reactedWith(message, emoji, me) {
+  return Boolean(me && message.reactions?.[emoji]?.includes(me));
+}
+
+// "👍 2" chips under the message; yours pressed; the title says who.
+function reactionChips(message, me) {
+  const entries = Object.entries(message.reactions || {}).filter(([, users]) => users.length);
+  if (!entries.length) return null;
+  const box = el("div", "reactions");
+  box.setAttribute("role", "group");
+  box.setAttribute("aria-label", "Reactions");
+  for (const [emoji, users] of entries) {
+    const mine = reactedWith(message, emoji, me);
+    const chip = button("", () => toggleReaction(message, emoji), {
+      className: mine ? "chip mine" : "chip", focusKey: `${message.id}:chip:${emoji}`, title: users.join(", "),
+    });
+    chip.append(el("span", "emoji", emoji), " ", el("span", "count", String(users.length)));
+    chip.setAttribute("aria-pressed", String(mine));
+    box.append(chip);
+  }
+  return box;
+}
+
+// --- changing messages ----------------------------------------------------------------------
+
+function openPanel(panel, { focus } = {}) {
+  state.panel = panel ? { key: state.active, ...panel } : null;
+  render();
+  const target = focus ?? (panel && {
+    edit: `${panel.id}:editor`, confirm: `${panel.id}:confirm-delete`, picker: `${panel.id}:quick:${QUICK_EMOJIS[0]}`,
+  }[panel.kind]);
+  if (target) focusIn(target);
+}
+
+// Close the open panel; focus goes back to ``focus`` (a focus key), to where the panel was
+// opened from, or to the composer.
+function closePanel({ focus } = {}) {
+  const back = focus ?? state.panel?.returnTo;
+  state.panel = null;
+  render();
+  if (!back || !focusIn(back)) $("message-input").focus();
+}
+
+function focusIn(focusKey) {
+  const node = $("message-list").querySelector(`[data-focus-key="${CSS.escape(focusKey)}"]`);
+  if (!node) return false;
+  node.focus();
+  if (node.tagName === "TEXTAREA" || node.tagName === "INPUT") node.setSelectionRange(node.value.length, node.value.length);
+  node.closest("li")?.scrollIntoView({ block: "nearest" });
+  return true;
+}
+
+// Edit your message ``id`` in place; ``returnTo``: the focus key focus goes back to after
+// (the composer when none).
+function startEdit(id, returnTo = null) {
+  const message = store.message(state.active, id);
+  if (!message || message.deleted || message.from !== connection?.name) return;
+  openPanel({ kind: "edit", id, returnTo, draft: state.pendingEdits.get(id) ?? message.text });
+}
+
+function lastOwnMessage(key) {
+  const me = connection?.name;
+  const messages = store.sorted(key);
+  for (let i = messages.length - 1; i >= 0; i -= 1) {
+    if (messages[i].from === me && !messages[i].deleted) return messages[i];
+  }
+  return null;
+}
+
+function saveEdit() {
+  const panel = state.panel;
+  if (!panel || panel.kind !== "edit") return;
+  const message = store.message(panel.key, panel.id);
+  const text = panel.draft;
+  if (!message || message.deleted) { closePanel(); return; }
+  if (!text.trim()) { openPanel({ kind: "confirm", id: panel.id }); return; } // emptied: delete?
+  if (text === (state.pendingEdits.get(panel.id) ?? message.text)) { closePanel(); return; }
+  state.pendingEdits.set(panel.id, text);
+  connection.send({ action: "edit", ...place(panel.key), id: panel.id, message: text });
+  closePanel();
+}
+
+function confirmDelete(id) {
+  const key = state.panel?.key ?? state.active;
+  connection.send({ action: "delete", ...place(key), id });
+  closePanel({ focus: "" }); // the message is going: back to the composer
+}
+
+function toggleReaction(message, emoji) {
+  const on = !reactedWith(message, emoji, connection?.name);
+  connection.send({ action: "react", ...place(state.active), id: message.id, emoji, on });
 }
 
 function renderMessages() {
@@ -205,6 +458,14 @@ function renderMessages() {
   const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 40;
   const previousHeight = box.scrollHeight;
   const list = $("message-list");
+  // The list is built anew: focus in it (a button, the edit box) is put back where it was.
+  const focused = list.contains(document.activeElement) ? document.activeElement : null;
+  const focusKey = focused?.dataset.focusKey;
+  const selection = focused && "selectionStart" in focused ? [focused.selectionStart, focused.selectionEnd] : null;
+  const panel = state.panel;
+  if (panel && (panel.key !== key || !store.message(key, panel.id) || store.message(key, panel.id).deleted)) {
+    state.panel = null;
+  }
   list.replaceChildren();
   const me = connection?.name;
   const notices = state.notices.get(key) || [];
@@ -221,6 +482,13 @@ function renderMessages() {
     item.classList.add("pending");
     item.querySelector("time").textContent = "sending…";
     list.append(item);
+  }
+  if (focusKey) {
+    const again = list.querySelector(`[data-focus-key="${CSS.escape(focusKey)}"]`);
+    if (again) {
+      again.focus({ preventScroll: true });
+      if (selection && "setSelectionRange" in again) again.setSelectionRange(...selection);
+    } else if (panel && !state.panel) $("message-input").focus(); // its message went
   }
   $("load-older").hidden = !store.conversation(key).more;
   if (state.scrollToBottom || atBottom) box.scrollTop = box.scrollHeight;
@@ -324,6 +592,12 @@ function onFrame(frame) {
     case "typing":
       onTyping(frame);
       return; // nothing else on the page changes
+    case "edited":
+    case "deleted":
+    case "reaction":
+      if (frame.type !== "reaction") state.pendingEdits.delete(frame.id);
+      if (!frame.known || frame.key !== state.active) return; // shows when that page is loaded
+      break;
     case "ack":
       // Stored: the message event itself will replace the pending line.
       break;
@@ -352,6 +626,9 @@ function onFrame(frame) {
       addSystemLine(frame.room, `${frame.from} is now ${frame.to}`);
       break;
     case "hello":
+      // An edit still unanswered may have been lost with the old connection: show the stored
+      // text (the catch-up brings it as it is now; an edit that did go through follows live).
+      state.pendingEdits.clear();
       $("name-input").value = frame.name;
       $("signed-in-name").textContent = frame.name;
       saved.set("name", frame.name);
@@ -361,7 +638,12 @@ function onFrame(frame) {
     case "error": {
       const friendly = FRIENDLY_ERRORS[frame.code] || frame.message;
       showNotice(`${friendly} (${frame.code})`);
-      if (frame.code === "rate_limited" || frame.code === "too_long" || frame.code === "not_in_room") {
+      if (frame.action === "edit") {
+        // Not saved: the message shows its stored text again (errors do not say which edit).
+        state.pendingEdits.clear();
+      } else if (frame.action === "delete" || frame.action === "react") {
+        // Nothing to give back.
+      } else if (frame.code === "rate_limited" || frame.code === "too_long" || frame.code === "not_in_room") {
         // The frame was not accepted: give its text back instead of losing it.
         const input = $("message-input");
         const texts = [...state.pending.values()].filter((p) => p.key === state.active).map((p) => p.text);
@@ -427,6 +709,11 @@ function bindForms() {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       $("composer").requestSubmit();
+    } else if (event.key === "ArrowUp" && !event.target.value && !event.shiftKey && !event.altKey
+      && !event.ctrlKey && !event.metaKey && !event.isComposing) {
+      // As in Slack: Up in an empty box edits your last message here.
+      const last = lastOwnMessage(state.active);
+      if (last) { event.preventDefault(); startEdit(last.id); }
     }
   });
   $("name-form").addEventListener("submit", (event) => {

@@ -4,6 +4,11 @@
 // Events (EventTarget): "status" {state}, "hello" {name, rooms, connectionId},
 // "frame" {frame} for every server frame after it is applied to the store.
 //
+// Messages change after they arrive (``edited``, ``deleted``, ``reaction``): the store applies
+// those events to the messages it holds, and history pages carry each message as it is now, so
+// a reconnect asks again for the newest messages it holds (up to REFRESH_MESSAGES of each
+// conversation), not only for what is newer: what changed while it was away shows.
+//
 // Signed in (a ``token`` function, resolving to the ID token or null), each connect carries
 // ?token= instead of ?name= (the stage's authorizer names the person). No token: status
 // "signed-out", no connect. A handshake that fails before any with a token was accepted:
@@ -15,6 +20,9 @@ const HISTORY_PAGE = 50;
 // before the newest id seen, and messages already shown are dropped by id.
 const CATCH_UP_REWIND_MS = 10000;
 const ID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+// After a reconnect, the newest this many messages of each conversation are fetched again, for
+// the edits, deletes and reactions made to them meanwhile (older ones stay as they were seen).
+const REFRESH_MESSAGES = 200;
 
 // The smallest message id of a moment a little before ``id``'s (ids start with 10 base32
 // characters of epoch milliseconds).
@@ -166,16 +174,18 @@ export class ChatConnection extends EventTarget {
 
   // After (re)connecting: fetch what each room missed, or its newest page the first time.
   catchUp() {
+    // "after" a little before the REFRESH_MESSAGES-th newest message held: what was missed,
+    // and the messages held as they are now (pages follow one another until "more" is false).
     for (const room of this.rooms) {
-      const last = this.store.lastId(room);
-      if (last) this.send({ action: "history", room, after: rewound(last), limit: HISTORY_PAGE });
+      const from = this.store.refreshFrom(room, REFRESH_MESSAGES);
+      if (from) this.send({ action: "history", room, after: rewound(from), limit: HISTORY_PAGE });
       else this.send({ action: "history", room, limit: HISTORY_PAGE });
       this.send({ action: "who", room });
     }
     for (const user of this.store.directUsers()) {
-      const last = this.store.lastId(`@${user}`);
+      const from = this.store.refreshFrom(`@${user}`, REFRESH_MESSAGES);
       const frame = { action: "history", with: user, limit: HISTORY_PAGE };
-      if (last) frame.after = rewound(last);
+      if (from) frame.after = rewound(from);
       this.send(frame);
     }
   }
@@ -226,6 +236,18 @@ export class ChatStore {
     return first;
   }
 
+  // The id of the ``count``-th newest message held of ``key`` (the oldest, when fewer are held).
+  refreshFrom(key, count) {
+    const conversation = this.conversations.get(key);
+    if (!conversation || conversation.messages.size === 0) return null;
+    const ids = [...conversation.messages.keys()].sort();
+    return ids[Math.max(0, ids.length - count)];
+  }
+
+  message(key, id) {
+    return this.conversations.get(key)?.messages.get(id) ?? null;
+  }
+
   sorted(key) {
     const conversation = this.conversations.get(key);
     if (!conversation) return [];
@@ -234,9 +256,39 @@ export class ChatStore {
 
   addMessage(key, message) {
     const conversation = this.conversation(key);
-    const isNew = !conversation.messages.has(message.id);
-    conversation.messages.set(message.id, message);
-    return isNew;
+    const known = conversation.messages.get(message.id);
+    conversation.messages.set(message.id, known ? merged(known, message) : message);
+    return !known;
+  }
+
+  // An ``edited``, ``deleted`` or ``reaction`` event, applied to the message it is about when
+  // it is held (one not held yet shows as it is now when a history page brings it).
+  change(frame, me) {
+    if (typeof frame.id !== "string") return;
+    let key;
+    if (typeof frame.room === "string") key = frame.room;
+    else if (typeof frame.from === "string" && typeof frame.to === "string") key = `@${frame.from === me ? frame.to : frame.from}`;
+    else return;
+    frame.key = key;
+    const message = this.message(key, frame.id);
+    if (!message) return;
+    frame.known = true;
+    if (frame.type === "edited") {
+      if (message.deleted || (message.editedAt ?? 0) > (frame.editedAt ?? 0)) return;
+      message.text = String(frame.text ?? "");
+      message.editedAt = frame.editedAt;
+    } else if (frame.type === "deleted") {
+      message.deleted = true;
+      message.text = "";
+      message.reactions = {};
+      delete message.editedAt;
+    } else if (typeof frame.emoji === "string" && Array.isArray(frame.users)) {
+      if (message.deleted) return;
+      const reactions = { ...(message.reactions || {}) };
+      if (frame.users.length) reactions[frame.emoji] = frame.users.map(String);
+      else delete reactions[frame.emoji];
+      message.reactions = reactions;
+    }
   }
 
   directKey(message, me) {
@@ -258,7 +310,8 @@ export class ChatStore {
         const key = frame.with ? `@${frame.with}` : frame.room;
         if (frame.with) this.directs.add(frame.with);
         const conversation = this.conversation(key);
-        for (const message of frame.messages) this.addMessage(key, message);
+        // A history message is the message as it is now: no "reactions" means none.
+        for (const message of frame.messages) this.addMessage(key, { reactions: {}, ...message });
         // Without "after", "more" tells whether older messages exist.
         if (!frame.after) conversation.more = frame.more;
         frame.key = key;
@@ -272,8 +325,25 @@ export class ChatStore {
       case "renamed":
         this.conversation(frame.room).members = frame.members;
         break;
+      case "edited":
+      case "deleted":
+      case "reaction":
+        this.change(frame, me);
+        break;
       default:
         break;
     }
   }
+}
+
+// The same message seen again (live and in a history page, or in a later page): the newer of
+// the two. A delete is final; an edit is newer by its editedAt; reactions are the later copy's.
+function merged(known, incoming) {
+  if (known.deleted) return known;
+  const result = { ...known, ...incoming };
+  if (!incoming.deleted && (known.editedAt ?? 0) > (incoming.editedAt ?? 0)) {
+    result.text = known.text;
+    result.editedAt = known.editedAt;
+  }
+  return result;
 }
