@@ -190,6 +190,8 @@ ALLOWED: dict[str, dict[str, set[str]]] = {
         MEMBERS: {"dynamodb:PutItem", "dynamodb:BatchWriteItem", "dynamodb:Query"},
         POST: {"execute-api:ManageConnections"},
         FANOUT: {"sqs:SendMessage"},
+        ROOMS: {"dynamodb:GetItem"},  # ?room= of a private room: get_room, get_room_user
+        ROOM_USERS: {"dynamodb:GetItem"},
     },
     # disconnect -> _forget -> remove_connection + room_members ("left").
     "DisconnectFunction": {

@@ -11,13 +11,13 @@ from wschat import protocol
 from wschat.auth import AuthError
 from wschat.chat.config import ChatConfig
 from wschat.chat.intents import Announce, Intent, ToRoom
-from wschat.chat.rooms import another_connection_named, still_present
+from wschat.chat.rooms import PRIVATE_ROOM, another_connection_named, may_enter, still_present
 from wschat.storage.base import LOBBY, ChatStore, Connection, member_names
 
 # API Gateway's integration timeout: no $connect runs longer than this.
 CONNECT_GRACE_MS = 30_000
 # What connecting and forgetting ask of the store (wschat/chat/registry.py derives IAM).
-CONNECT_NEEDS = frozenset({"put_connection"})
+CONNECT_NEEDS = frozenset({"put_connection", "get_room", "get_room_user"})
 FORGET_NEEDS = frozenset({"remove_connection", "room_members"})
 
 
@@ -50,6 +50,9 @@ def connect(
     for room in (query.get("room") or "").split(","):
         if room.strip() and room.strip() not in rooms:
             rooms.append(protocol.check_room(room.strip(), "$connect"))
+    for room in rooms[1:]:
+        if not may_enter(store, room, name):
+            raise protocol.ProtocolError(PRIVATE_ROOM, f"{room!r} is invite-only", "$connect")
     store.put_connection(
         Connection.opened(connection_id, connected_at_ms, name=name, rooms=frozenset(rooms))
     )

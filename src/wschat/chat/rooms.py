@@ -9,7 +9,7 @@ from wschat import protocol
 from wschat.chat.context import Context
 from wschat.chat.intents import Announce, Intent, Reply
 from wschat.protocol import ProtocolError
-from wschat.storage.base import Connection, Member, member_names
+from wschat.storage.base import ChatStore, Connection, Member, member_names
 
 PRIVATE_ROOM = "private_room"
 MUTED = "muted"
@@ -30,13 +30,13 @@ def require_voice(ctx: Context, room: str, action: str) -> None:
         raise ProtocolError(MUTED, f"you are muted in {room!r} for {seconds} s more", action)
 
 
-def may_join(ctx: Context, room: str) -> bool:
-    """A public (or never created) room anyone may join; a private one the invited and those
-    with a role in it."""
-    info = ctx.store.get_room(room)
+def may_enter(store: ChatStore, room: str, name: str) -> bool:
+    """A public (or never created) room anyone may enter; a private one the invited and those
+    with a role in it (for ``join`` and for ``?room=`` at ``$connect`` alike)."""
+    info = store.get_room(room)
     if info is None or not info.private:
         return True
-    state = ctx.store.get_room_user(room, ctx.caller.name)
+    state = store.get_room_user(room, name)
     return state is not None and (state.invited or state.role is not None)
 
 
@@ -48,7 +48,7 @@ def require_room(connection: Connection, room: str, action: str) -> None:
 def join(ctx: Context, command: protocol.Join) -> list[Intent]:
     me = ctx.caller
     room = command.room
-    if room not in me.rooms and not may_join(ctx, room):
+    if room not in me.rooms and not may_enter(ctx.store, room, me.name):
         raise ProtocolError(PRIVATE_ROOM, f"{room!r} is invite-only", command.ACTION)
     intents: list[Intent] = []
     if ctx.store.join_room(room, me.connection_id, me.name, me.expires_at):
