@@ -190,7 +190,7 @@ def test_a_connection_in_several_rooms_gets_each_rooms_messages_and_no_others(
     assert alice.next("message", room="general")["text"] == "still here"
 
 
-def test_hello_tells_the_connection_its_id_name_rooms_and_protocol_version(
+def test_hello_tells_the_connection_its_id_name_rooms_unread_and_protocol_version(
     chat: ChatGateway,
 ) -> None:
     alice = chat.client("alice", rooms=["general"])
@@ -203,6 +203,7 @@ def test_hello_tells_the_connection_its_id_name_rooms_and_protocol_version(
         "name": "alice",
         "rooms": ["general", "lobby"],
         "protocol": 1,
+        "unread": {"general": 0, "lobby": 0},
     }
     assert chat.stored_connection_ids() == {hello["connectionId"]}
 
