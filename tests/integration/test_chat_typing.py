@@ -4,6 +4,7 @@ user only that user's connections; nothing is stored; wrong frames get one error
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -15,21 +16,31 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 pytest_plugins = ("tests.integration.chat_fixtures",)
 
+_numbers = itertools.count()
+
+
+@pytest.fixture
+def u() -> str:
+    """A suffix for this test's rooms and names (the DynamoDB tables are shared)."""
+    return f"y{next(_numbers)}"
+
 
 def _typing(client: ChatClient) -> list[dict[str, Any]]:
     return [event for event in client.sync() if event["type"] == "typing"]
 
 
-def test_typing_in_a_room_reaches_its_other_members_only(chat: ChatGateway) -> None:
-    alice = chat.client("alice", rooms=["general"])
-    alice_tab = chat.client("alice", rooms=["general"])
-    bob = chat.client("bob", rooms=["general"])
-    carol = chat.client("carol", rooms=["general"])
-    dave = chat.client("dave")  # lobby only
+def test_typing_in_a_room_reaches_its_other_members_only(
+    any_store_chat: ChatGateway, u: str
+) -> None:
+    alice = any_store_chat.client(f"alice{u}", rooms=[f"general-{u}"])
+    alice_tab = any_store_chat.client(f"alice{u}", rooms=[f"general-{u}"])
+    bob = any_store_chat.client(f"bob{u}", rooms=[f"general-{u}"])
+    carol = any_store_chat.client(f"carol{u}", rooms=[f"general-{u}"])
+    dave = any_store_chat.client(f"dave{u}")  # lobby only
 
-    alice.send("typing", room="general")
+    alice.send("typing", room=f"general-{u}")
 
-    expected = {"type": "typing", "room": "general", "from": "alice"}
+    expected = {"type": "typing", "room": f"general-{u}", "from": f"alice{u}"}
     assert bob.next("typing") == expected
     assert carol.next("typing") == expected
     for client in (alice, alice_tab, dave):
@@ -37,33 +48,35 @@ def test_typing_in_a_room_reaches_its_other_members_only(chat: ChatGateway) -> N
     assert _typing(bob) == [] and _typing(carol) == []  # once each
 
 
-def test_typing_to_a_user_reaches_every_connection_of_that_user_only(chat: ChatGateway) -> None:
-    alice = chat.client("alice")
-    bob = chat.client("bob")
-    bob_phone = chat.client("bob")
-    carol = chat.client("carol")
+def test_typing_to_a_user_reaches_every_connection_of_that_user_only(
+    any_store_chat: ChatGateway, u: str
+) -> None:
+    alice = any_store_chat.client(f"alice{u}")
+    bob = any_store_chat.client(f"bob{u}")
+    bob_phone = any_store_chat.client(f"bob{u}")
+    carol = any_store_chat.client(f"carol{u}")
 
-    alice.send("typing", to="bob")
+    alice.send("typing", to=f"bob{u}")
 
     for client in (bob, bob_phone):
-        assert client.next("typing") == {"type": "typing", "to": "bob", "from": "alice"}
+        assert client.next("typing") == {"type": "typing", "to": f"bob{u}", "from": f"alice{u}"}
     assert _typing(alice) == [] and _typing(carol) == []
 
 
-def test_typing_is_not_stored(chat: ChatGateway) -> None:
-    alice = chat.client("alice", rooms=["general"])
-    bob = chat.client("bob", rooms=["general"])
-    alice.send("typing", room="general")
+def test_typing_is_not_stored(any_store_chat: ChatGateway, u: str) -> None:
+    alice = any_store_chat.client(f"alice{u}", rooms=[f"general-{u}"])
+    bob = any_store_chat.client(f"bob{u}", rooms=[f"general-{u}"])
+    alice.send("typing", room=f"general-{u}")
     bob.next("typing")
 
-    assert bob.request("history", "history", room="general")["messages"] == []
+    assert bob.request("history", "history", room=f"general-{u}")["messages"] == []
 
 
 @pytest.mark.parametrize(
     ("fields", "code"),
     [
         ({"room": "random"}, "not_in_room"),
-        ({"room": "general", "to": "bob"}, "bad_request"),
+        ({"room": "lobby", "to": "bob"}, "bad_request"),
         ({}, "bad_request"),
         ({"room": "NOT A ROOM"}, "bad_request"),
         ({"to": "<b>"}, "bad_request"),
@@ -71,10 +84,10 @@ def test_typing_is_not_stored(chat: ChatGateway) -> None:
     ids=["room-not-joined", "room-and-to", "neither", "bad-room", "bad-name"],
 )
 def test_a_wrong_typing_frame_gets_one_error_and_nobody_hears_of_it(
-    chat: ChatGateway, fields: dict[str, str], code: str
+    any_store_chat: ChatGateway, u: str, fields: dict[str, str], code: str
 ) -> None:
-    alice = chat.client("alice", rooms=["general"])
-    bob = chat.client("bob", rooms=["general", "random"])
+    alice = any_store_chat.client(f"alice{u}", rooms=[f"general-{u}"])
+    bob = any_store_chat.client(f"bob{u}", rooms=[f"general-{u}", "random"])
 
     alice.send("typing", **fields)
 
