@@ -236,6 +236,7 @@ class Person:
     sockets: list[str] = field(default_factory=list)  # URLs of the WebSockets it opened
     dialogs: list[str] = field(default_factory=list)
     page_errors: list[str] = field(default_factory=list)
+    tab: str = ""  # a second tab of the same person (People.another_tab) names itself here
 
     def watch(self) -> None:
         def on_websocket(ws: Any) -> None:
@@ -312,7 +313,7 @@ class Person:
 
     def screenshot(self, label: str) -> Path:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        path = SCREENSHOTS / f"{label}-{self.name}.png"
+        path = SCREENSHOTS / f"{label}-{self.name}{'-' + self.tab if self.tab else ''}.png"
         self.page.screenshot(path=str(path))
         return path
 
@@ -362,6 +363,17 @@ class People:
             person.wait_connected()
         return person
 
+    def another_tab(self, person: Person, tab: str = "tab2") -> Person:
+        """A second page of ``person``'s: the same browser context (their localStorage, so the
+        same saved name and rooms), as a second tab of theirs. Its screenshot is labelled
+        ``<name>-<tab>``."""
+        other = Person(person.name, person.context, person.context.new_page(), tab=tab)
+        other.watch()
+        self.people.append(other)
+        other.open(self.server.page_url)
+        other.wait_connected()
+        return other
+
     def screenshots(self, moment: str = "") -> None:
         """Save every page as it is now (``moment`` names a mid-test one)."""
         label = f"{self.label}-{moment}" if moment else self.label
@@ -372,8 +384,8 @@ class People:
                 print(f"no screenshot of {person.name}: {exc}")
 
     def close(self) -> None:
-        for person in self.people:
-            person.context.close()
+        for context in {id(person.context): person.context for person in self.people}.values():
+            context.close()
 
 
 def _saved_state_script(saved: dict[str, Any]) -> str:

@@ -6,6 +6,13 @@
 // button, and for your own messages Edit and Delete. Editing happens in place (Enter saves,
 // Escape cancels; Up in an empty composer edits your last message); Delete asks first, in the
 // message itself. Reactions show as chips under the message; a chip toggles yours.
+//
+// Rooms: unread badges come from hello's ``unread`` counts and messages arriving elsewhere; the
+// open conversation, scrolled to its bottom, sends ``read`` with its newest id, and a ``read``
+// event (from this tab or another of the same user) clears the badge. "Browse rooms" lists the
+// public directory and has the "New room" form; the People column invites, and each person's
+// menu moderates (the server says ``forbidden`` to those who may not). Moderation acts show as
+// lines in the room; kicked, the room leaves the list; muted, the composer says until when.
 import { ChatConnection, ChatStore } from "./connection.js";
 import { SignIn } from "./signin.js";
 
@@ -55,7 +62,17 @@ const state = {
   // The one open panel on a message: {kind: "edit" | "confirm" | "picker", key, id, draft}.
   panel: null,
   pendingEdits: new Map(), // message id -> the text sent, shown until its ``edited`` arrives
+  readSent: new Map(), // conversation key -> the newest ``upTo`` this connection sent
+  roles: new Map(), // room -> Map(user -> "owner" | "moderator"), as events told us
+  mutes: new Map(), // room -> Map(user -> muted until, epoch ms)
+  topics: new Map(), // room -> its topic, from the directory and roomCreated
+  invitations: [], // [{room, by}]: invitations to us not acted on
+  directory: { rooms: [], more: false, loading: false }, // the "Browse rooms" panel's list
+  memberMenu: null, // {room, user}: the open menu in the People column
+  creating: null, // the room a createRoom was sent for
 };
+const MUTE_SECONDS = 600; // "Mute 10 min"
+const DIRECTORY_PAGE = 50;
 const QUICK_EMOJIS = ["👍", "❤️", "😂", "🎉", "👀"];
 const MAX_EMOJI_CHARS = 16; // the server's limit (protocol: react)
 // Typing indicators (protocol: ``typing``): sent at most every TYPING_SEND_MS per conversation
@@ -72,6 +89,9 @@ let connection;
 let signIn = null;
 let noticeTimer;
 let signInAction = null;
+let muteTimer;
+let readTimer = null;
+const READ_EVERY_MS = 300;
 
 function clientId() {
   return `c-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
@@ -120,6 +140,9 @@ function signOut() {
   state.pending.clear();
   state.panel = null;
   state.pendingEdits.clear();
+  state.readSent.clear();
+  state.invitations = [];
+  state.memberMenu = null;
   for (const key of [...typing.who.keys()]) forgetTyping(key);
   render();
   if (!signIn.signOut()) {
@@ -167,7 +190,11 @@ function conversationItem(key, label) {
   button.type = "button";
   button.append(el("span", "", label));
   const unread = store.conversation(key).unread;
-  if (unread && key !== state.active) button.append(el("span", "badge", String(unread)));
+  if (unread && key !== state.active) {
+    const badge = el("span", "badge", unread > 99 ? "99+" : String(unread));
+    badge.setAttribute("aria-label", `${unread > 99 ? "over 99" : unread} unread`);
+    button.append(badge);
+  }
   if (key === state.active) button.setAttribute("aria-current", "true");
   button.addEventListener("click", () => setActive(key));
   item.append(button);
@@ -178,19 +205,268 @@ function renderMembers() {
   const key = state.active;
   const members = isRoom(key) ? store.conversation(key).members : [connection?.name, key.slice(1)].filter(Boolean);
   const list = $("member-list");
+  // The list is built anew: focus in it (a menu button or item) is put back where it was.
+  const focusKey = list.contains(document.activeElement) ? document.activeElement.dataset.focusKey : null;
   list.replaceChildren();
+  const me = connection?.name;
+  // Lobby is everyone's: nobody owns or moderates it, so it has no menus and no invitations.
+  const moderated = isRoom(key) && key !== "lobby";
+  const menu = state.memberMenu;
+  if (menu && (menu.room !== key || !members.includes(menu.user))) state.memberMenu = null;
   for (const name of [...new Set(members)].sort()) {
-    const item = el("li", "", name);
-    if (name === connection?.name) item.append(el("span", "you", " (you)"));
+    const item = el("li", "member");
+    item.append(el("span", "member-name", name));
+    const role = state.roles.get(key)?.get(name);
+    if (role) item.append(el("span", "role", role === "owner" ? "owner" : "mod"));
+    if (mutedUntil(key, name)) item.append(el("span", "role muted-tag", "muted"));
+    if (name === me) item.append(el("span", "you", " (you)"));
+    else if (moderated && role !== "owner") item.append(...memberMenu(key, name, role));
     list.append(item);
   }
+  if (focusKey) list.querySelector(`[data-focus-key="${CSS.escape(focusKey)}"]`)?.focus();
   $("member-count").textContent = `(${new Set(members).size})`;
   // Everyone is always in lobby (the page falls back to it): there is no leaving it.
-  $("leave-button").hidden = !isRoom(key) || key === "lobby";
+  $("leave-button").hidden = !moderated;
+  $("invite-form").hidden = !moderated;
+}
+
+// A person's menu in the People column: the toggle, and (when open) its items.
+function memberMenu(room, user, role) {
+  const open = state.memberMenu?.room === room && state.memberMenu?.user === user;
+  // Its "⋯" is drawn by the style sheet: the item's text stays the person's name.
+  const toggle = button("", () => toggleMemberMenu(room, user), {
+    className: "member-menu-button", focusKey: `menu:${user}`, ariaLabel: `Actions for ${user}`, title: `Moderate ${user}`,
+  });
+  toggle.setAttribute("aria-haspopup", "menu");
+  toggle.setAttribute("aria-expanded", String(open));
+  if (!open) return [toggle];
+  const items = el("ul", "member-menu");
+  items.setAttribute("role", "menu");
+  items.setAttribute("aria-label", `Actions for ${user}`);
+  const entries = [
+    role === "moderator"
+      ? ["Remove moderator", { action: "setRole", room, user, role: "member" }]
+      : ["Make moderator", { action: "setRole", room, user, role: "moderator" }],
+    mutedUntil(room, user)
+      ? ["Unmute", { action: "mute", room, user, seconds: 0 }]
+      : ["Mute 10 min", { action: "mute", room, user, seconds: MUTE_SECONDS }],
+    ["Kick", { action: "kick", room, user }],
+  ];
+  for (const [label, frame] of entries) {
+    const entry = el("li");
+    entry.setAttribute("role", "none");
+    const item = button(label, () => {
+      connection.send(frame);
+      closeMemberMenu();
+    }, { className: frame.action === "kick" ? "danger" : "", focusKey: `menu:${user}:${label}` });
+    item.setAttribute("role", "menuitem");
+    entry.append(item);
+    items.append(entry);
+  }
+  items.addEventListener("keydown", (event) => {
+    const buttons = [...items.querySelectorAll("button")];
+    const at = buttons.indexOf(document.activeElement);
+    if (event.key === "Escape") {
+      event.preventDefault();
+      closeMemberMenu();
+    } else if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+      event.preventDefault();
+      const step = event.key === "ArrowDown" ? 1 : -1;
+      buttons[(at + step + buttons.length) % buttons.length].focus();
+    } else if (event.key === "Home" || event.key === "End") {
+      event.preventDefault();
+      buttons[event.key === "Home" ? 0 : buttons.length - 1].focus();
+    }
+  });
+  return [toggle, items];
+}
+
+function toggleMemberMenu(room, user) {
+  const open = state.memberMenu?.room === room && state.memberMenu?.user === user;
+  state.memberMenu = open ? null : { room, user };
+  renderMembers();
+  const target = open ? `menu:${user}` : null;
+  if (target) focusMember(target);
+  else $("member-list").querySelector('[role="menuitem"]')?.focus();
+}
+
+function closeMemberMenu() {
+  const user = state.memberMenu?.user;
+  state.memberMenu = null;
+  renderMembers();
+  if (user) focusMember(`menu:${user}`);
+}
+
+function focusMember(focusKey) {
+  $("member-list").querySelector(`[data-focus-key="${CSS.escape(focusKey)}"]`)?.focus();
+}
+
+// When ``user`` (by default us) is muted in ``room`` until, or null.
+function mutedUntil(room, user = connection?.name) {
+  const until = state.mutes.get(room)?.get(user);
+  return until && until > Date.now() ? until : null;
+}
+
+// The composer of a room we are muted in says so, until the mute ends.
+function renderComposer() {
+  const key = state.active;
+  const input = $("message-input");
+  const until = isRoom(key) ? mutedUntil(key) : null;
+  input.disabled = Boolean(until);
+  $("send-button").disabled = Boolean(until);
+  $("composer").classList.toggle("muted", Boolean(until));
+  input.placeholder = until
+    ? `You are muted in #${key} until ${formatTime(until)}`
+    : `Message ${isRoom(key) ? `#${key}` : key}`;
+  clearTimeout(muteTimer);
+  if (until) muteTimer = setTimeout(render, Math.min(until - Date.now() + 50, 2 ** 31 - 1));
+}
+
+function roleMap(room) {
+  let roles = state.roles.get(room);
+  if (!roles) state.roles.set(room, (roles = new Map()));
+  return roles;
+}
+
+function setMuted(room, user, until) {
+  let mutes = state.mutes.get(room);
+  if (!mutes) state.mutes.set(room, (mutes = new Map()));
+  if (until) mutes.set(user, until);
+  else mutes.delete(user);
+}
+
+function forDuration(until) {
+  const minutes = Math.round((until - Date.now()) / 60000);
+  if (minutes < 1) return "for less than a minute";
+  if (minutes < 120) return `for ${minutes} minute${minutes === 1 ? "" : "s"}`;
+  return `until ${new Date(until).toLocaleString([], { dateStyle: "medium", timeStyle: "short" })}`;
+}
+
+// --- read marks -----------------------------------------------------------------------------
+
+// The open conversation, shown to its bottom on a visible tab: tell the server (and so our
+// other tabs) it is read up to its newest message. At most one ``read`` per READ_EVERY_MS:
+// a burst of messages is read once, not a frame each (reads count against the rate limit).
+function markRead() {
+  if (readTimer === null) readTimer = setTimeout(sendRead, READ_EVERY_MS);
+}
+
+function sendRead() {
+  readTimer = null;
+  const key = state.active;
+  if (!connection?.isOpen || document.visibilityState === "hidden") return;
+  if (isRoom(key) ? !connection.rooms.has(key) : !connection.name) return;
+  const box = $("messages");
+  if (box.scrollHeight - box.scrollTop - box.clientHeight >= 40) return;
+  const newest = store.lastId(key);
+  if (!newest) return;
+  const read = store.conversations.get(key)?.readUpTo;
+  const sent = state.readSent.get(key);
+  if ((read && read >= newest) || (sent && sent >= newest)) return;
+  state.readSent.set(key, newest);
+  connection.send({ action: "read", ...place(key), upTo: newest });
+}
+
+// --- the room directory ---------------------------------------------------------------------
+
+function openDirectory({ focus = "list" } = {}) {
+  const panel = $("rooms-panel");
+  const wasOpen = !panel.hidden;
+  panel.hidden = false;
+  $("browse-rooms").setAttribute("aria-expanded", "true");
+  $("app").classList.remove("menu-open");
+  if (!wasOpen) loadDirectory();
+  renderDirectory();
+  if (focus === "create") $("create-name").focus();
+  else {
+    const first = $("directory-list").querySelector("button");
+    // The list is still coming: its first Join takes focus when it arrives.
+    state.directory.focusFirst = !first;
+    (first ?? $("rooms-panel-close")).focus();
+  }
+}
+
+function closeDirectory({ focus = true } = {}) {
+  const panel = $("rooms-panel");
+  state.directory.focusFirst = false;
+  if (panel.hidden) return;
+  panel.hidden = true;
+  $("browse-rooms").setAttribute("aria-expanded", "false");
+  if (focus) $("browse-rooms").focus();
+}
+
+function loadDirectory(after = null) {
+  const directory = state.directory;
+  if (!after) directory.rooms = [];
+  directory.loading = true;
+  const frame = { action: "rooms", limit: DIRECTORY_PAGE };
+  if (after) frame.after = after;
+  connection.send(frame);
+}
+
+function joinRoom(room) {
+  if (connection.rooms.has(room)) {
+    closeDirectory({ focus: false });
+    setActive(room);
+    return;
+  }
+  state.joining = room;
+  connection.send({ action: "join", room });
+}
+
+function renderDirectory() {
+  const directory = state.directory;
+  const list = $("directory-list");
+  const focusKey = list.contains(document.activeElement) ? document.activeElement.dataset.focusKey : null;
+  list.replaceChildren();
+  for (const info of directory.rooms) {
+    const item = el("li", "directory-item");
+    const about = el("div", "directory-about");
+    about.append(el("strong", "", `#${info.room}`));
+    const members = Number.isFinite(info.members) ? info.members : 0;
+    about.append(el("span", "directory-count", `${members} member${members === 1 ? "" : "s"}`));
+    if (info.topic) about.append(el("span", "directory-topic", info.topic));
+    item.append(about);
+    const inIt = connection?.rooms.has(info.room);
+    item.append(button(inIt ? "Open" : "Join", () => joinRoom(info.room), {
+      focusKey: `dir:${info.room}`, ariaLabel: `${inIt ? "Open" : "Join"} #${info.room}`,
+    }));
+    list.append(item);
+  }
+  if (focusKey) list.querySelector(`[data-focus-key="${CSS.escape(focusKey)}"]`)?.focus();
+  $("directory-empty").hidden = directory.loading || directory.rooms.length > 0;
+  $("directory-more").hidden = !directory.more;
+  $("directory-more").disabled = directory.loading;
+}
+
+// --- invitations ----------------------------------------------------------------------------
+
+function renderInvitations() {
+  const box = $("invitations");
+  box.replaceChildren();
+  for (const invitation of state.invitations) {
+    const line = el("p", "invitation");
+    line.append(el("span", "", `${invitation.by} invited you to #${invitation.room}`));
+    line.append(button(`Join #${invitation.room}`, () => {
+      dismissInvitation(invitation.room);
+      joinRoom(invitation.room);
+    }, { className: "primary" }));
+    line.append(button("Dismiss", () => dismissInvitation(invitation.room), {
+      ariaLabel: `Dismiss the invitation to #${invitation.room}`,
+    }));
+    box.append(line);
+  }
+}
+
+function dismissInvitation(room) {
+  state.invitations = state.invitations.filter((invitation) => invitation.room !== room);
+  renderInvitations();
 }
 
 const FRIENDLY_ERRORS = {
   rate_limited: "You are sending faster than the chat allows; wait a moment. Your message is back in the box.",
+  private_room: "That room is private: only people invited to it can join.",
+  room_exists: "A room by that name already exists: pick another name, or join it.",
   not_in_room: "You are not in that room any more: join it again to talk there.",
   no_such_user: "Nobody by that name is online right now.",
   unavailable: "The chat cannot store messages right now; try again in a moment.",
@@ -568,12 +844,16 @@ function sendTyping() {
 function render() {
   const key = state.active;
   $("title").textContent = isRoom(key) ? `#${key}` : key;
-  $("message-input").placeholder = `Message ${isRoom(key) ? `#${key}` : key}`;
+  $("title").title = (isRoom(key) && state.topics.get(key)) || "";
   document.title = `${$("title").textContent} · wschat`;
   renderLists();
   renderMembers();
   renderMessages();
   renderTyping();
+  renderComposer();
+  renderDirectory();
+  renderInvitations();
+  markRead();
 }
 
 // --- frames ---------------------------------------------------------------------------------
@@ -606,9 +886,86 @@ function onFrame(frame) {
       break;
     case "joined":
       if (frame.name === me) {
-        if (state.joining === frame.room) { state.joining = null; setActive(frame.room); }
+        dismissInvitation(frame.room);
+        if (state.joining === frame.room) {
+          state.joining = null;
+          closeDirectory({ focus: false });
+          setActive(frame.room);
+        }
         saved.set("rooms", [...connection.rooms]);
       } else addSystemLine(frame.room, `${frame.name} joined`);
+      break;
+    case "read":
+      break; // the store moved the mark and the badge
+    case "rooms": {
+      const directory = state.directory;
+      const known = new Set(directory.rooms.map((info) => info.room));
+      for (const info of Array.isArray(frame.rooms) ? frame.rooms : []) {
+        if (!info || typeof info.room !== "string" || known.has(info.room)) continue;
+        known.add(info.room);
+        directory.rooms.push(info);
+        if (typeof info.topic === "string") state.topics.set(info.room, info.topic);
+      }
+      directory.more = Boolean(frame.more);
+      directory.loading = false;
+      if (directory.focusFirst) {
+        directory.focusFirst = false;
+        renderDirectory();
+        if (document.activeElement === $("rooms-panel-close")) $("directory-list").querySelector("button")?.focus();
+      }
+      break;
+    }
+    case "roomCreated":
+      if (typeof frame.room !== "string") return;
+      if (frame.owner) roleMap(frame.room).set(frame.owner, "owner");
+      if (frame.topic) state.topics.set(frame.room, frame.topic);
+      addSystemLine(frame.room, `${frame.owner} created #${frame.room}${frame.private ? " (private: invite people to it)" : ""}${frame.topic ? ` — ${frame.topic}` : ""}`);
+      if (state.creating === frame.room) {
+        state.creating = null;
+        state.joining = frame.room; // its joined follows
+        $("create-form").reset();
+      }
+      break;
+    case "invited":
+      if (frame.user === me && frame.by !== me) {
+        if (!connection.rooms.has(frame.room) && !state.invitations.some((i) => i.room === frame.room)) {
+          state.invitations.push({ room: frame.room, by: frame.by });
+        }
+      } else if (frame.by === me) {
+        addSystemLine(frame.room, `${frame.by} invited ${frame.user}`);
+        showNotice(`Invited ${frame.user} to #${frame.room}.`);
+      }
+      break;
+    case "roleChanged":
+      if (frame.role === "moderator") roleMap(frame.room).set(frame.user, "moderator");
+      else roleMap(frame.room).delete(frame.user);
+      if (connection.rooms.has(frame.room)) {
+        addSystemLine(frame.room, frame.role === "moderator"
+          ? `${frame.by} made ${frame.user} a moderator`
+          : `${frame.by} removed ${frame.user} as moderator`);
+      }
+      break;
+    case "muted":
+      setMuted(frame.room, frame.user, typeof frame.until === "number" ? frame.until : null);
+      if (connection.rooms.has(frame.room)) {
+        addSystemLine(frame.room, typeof frame.until === "number"
+          ? `${frame.by} muted ${frame.user} ${forDuration(frame.until)}`
+          : `${frame.by} unmuted ${frame.user}`);
+      }
+      break;
+    case "kicked":
+      if (frame.user === me) {
+        // Out of the room on every tab: it leaves the list (connection.js dropped it).
+        store.conversations.delete(frame.room);
+        state.notices.delete(frame.room);
+        forgetTyping(frame.room);
+        saved.set("rooms", [...connection.rooms]);
+        showNotice(`${frame.by} removed you from #${frame.room}.`);
+        if (state.active === frame.room) setActive("lobby");
+      } else {
+        stopTyping(frame.room, frame.user);
+        addSystemLine(frame.room, `${frame.by} kicked ${frame.user}`);
+      }
       break;
     case "left":
       if (frame.name === me) {
@@ -629,6 +986,10 @@ function onFrame(frame) {
       // An edit still unanswered may have been lost with the old connection: show the stored
       // text (the catch-up brings it as it is now; an edit that did go through follows live).
       state.pendingEdits.clear();
+      state.readSent.clear(); // a read sent to the old connection may have been lost
+      for (const [room, count] of Object.entries(frame.unread || {})) {
+        if (Number.isInteger(count) && count >= 0 && store.conversations.has(room)) store.conversation(room).unread = count;
+      }
       $("name-input").value = frame.name;
       $("signed-in-name").textContent = frame.name;
       saved.set("name", frame.name);
@@ -638,12 +999,22 @@ function onFrame(frame) {
     case "error": {
       const friendly = FRIENDLY_ERRORS[frame.code] || frame.message;
       showNotice(`${friendly} (${frame.code})`);
+      if (frame.action === "join" || frame.action === "createRoom") {
+        state.joining = null;
+        state.creating = null;
+        if (frame.action === "createRoom" && !$("rooms-panel").hidden) $("create-name").focus();
+      }
+      if (frame.code === "muted" && typeof frame.message === "string") {
+        // Muted without this page having seen it (e.g. before a reload): the server says how long.
+        const seconds = Number(/for (\d+) s more/.exec(frame.message)?.[1]);
+        if (seconds && isRoom(state.active)) setMuted(state.active, me, Date.now() + seconds * 1000);
+      }
       if (frame.action === "edit") {
         // Not saved: the message shows its stored text again (errors do not say which edit).
         state.pendingEdits.clear();
       } else if (frame.action === "delete" || frame.action === "react") {
         // Nothing to give back.
-      } else if (frame.code === "rate_limited" || frame.code === "too_long" || frame.code === "not_in_room") {
+      } else if (["rate_limited", "too_long", "not_in_room", "muted"].includes(frame.code)) {
         // The frame was not accepted: give its text back instead of losing it.
         const input = $("message-input");
         const texts = [...state.pending.values()].filter((p) => p.key === state.active).map((p) => p.text);
@@ -735,6 +1106,38 @@ function bindForms() {
     store.directs.add(user);
     setActive(`@${user}`);
   });
+  $("browse-rooms").addEventListener("click", () => {
+    if ($("rooms-panel").hidden) openDirectory();
+    else closeDirectory();
+  });
+  $("new-room").addEventListener("click", () => openDirectory({ focus: "create" }));
+  $("rooms-panel-close").addEventListener("click", () => closeDirectory());
+  $("rooms-panel").addEventListener("keydown", (event) => {
+    if (event.key === "Escape") { event.preventDefault(); closeDirectory(); }
+  });
+  $("directory-more").addEventListener("click", () => {
+    const last = state.directory.rooms[state.directory.rooms.length - 1];
+    if (last) loadDirectory(last.room);
+    renderDirectory();
+  });
+  $("create-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const room = $("create-name").value.trim().toLowerCase();
+    const topic = $("create-topic").value.trim();
+    const frame = { action: "createRoom", room, private: $("create-private").checked };
+    if (topic) frame.topic = topic;
+    state.creating = room;
+    connection.send(frame);
+  });
+  $("invite-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const user = $("invite-input").value.trim();
+    if (!user || !isRoom(state.active)) return;
+    $("invite-input").value = "";
+    connection.send({ action: "invite", room: state.active, user });
+  });
+  document.addEventListener("visibilitychange", markRead);
+  window.addEventListener("focus", markRead);
   $("leave-button").addEventListener("click", () => {
     if (isRoom(state.active)) connection.send({ action: "leave", room: state.active });
   });
@@ -742,6 +1145,7 @@ function bindForms() {
   $("messages").addEventListener("scroll", () => {
     const box = $("messages");
     if (box.scrollTop === 0 && store.conversation(state.active).more) connection.loadOlder(state.active);
+    markRead(); // scrolled down to the newest
   });
   $("signin-action").addEventListener("click", () => signInAction?.());
   $("sign-out").addEventListener("click", signOut);

@@ -125,7 +125,9 @@ export class ChatConnection extends EventTarget {
   send(frame) {
     if (!this.isOpen) {
       // Kept until the next open; frames are small and few while offline.
-      if (frame.action !== "hello" && frame.action !== "history") this.pending.push(frame);
+      // Not kept: what a new connection asks for itself (hello, history, rooms) or what would
+      // be stale by then (read marks are sent again for what is shown).
+      if (!["hello", "history", "rooms", "read"].includes(frame.action)) this.pending.push(frame);
       return false;
     }
     this.socket.send(JSON.stringify(frame));
@@ -150,6 +152,8 @@ export class ChatConnection extends EventTarget {
       else this.rooms.delete(frame.room);
     } else if (frame.type === "renamed" && frame.from === this.name) {
       this.name = frame.to;
+    } else if (frame.type === "kicked" && frame.user === this.name) {
+      this.rooms.delete(frame.room); // out of it, on every tab: no catching up there
     }
     this.store.apply(frame, this.name);
     this.emit("frame", { frame });
@@ -206,7 +210,8 @@ export class ChatStore {
   conversation(key) {
     let conversation = this.conversations.get(key);
     if (!conversation) {
-      conversation = { key, messages: new Map(), members: [], more: null, unread: 0, notices: [] };
+      // readUpTo: the user's read mark there (``read`` events), the newest id read.
+      conversation = { key, messages: new Map(), members: [], more: null, unread: 0, notices: [], readUpTo: null };
       this.conversations.set(key, conversation);
     }
     return conversation;
@@ -242,6 +247,15 @@ export class ChatStore {
     if (!conversation || conversation.messages.size === 0) return null;
     const ids = [...conversation.messages.keys()].sort();
     return ids[Math.max(0, ids.length - count)];
+  }
+
+  // How many messages held of ``key`` are newer than ``id`` (deleted ones do not count).
+  countAfter(key, id) {
+    let count = 0;
+    for (const message of this.conversations.get(key)?.messages.values() ?? []) {
+      if (message.id > id && !message.deleted) count += 1;
+    }
+    return count;
   }
 
   message(key, id) {
@@ -330,6 +344,21 @@ export class ChatStore {
       case "reaction":
         this.change(frame, me);
         break;
+      case "read": {
+        // Our read mark moved (on this tab or another of ours): what is past it stays unread.
+        const key = typeof frame.room === "string" ? frame.room : typeof frame.with === "string" ? `@${frame.with}` : null;
+        const conversation = key && this.conversations.get(key);
+        if (!conversation || typeof frame.upTo !== "string") break;
+        if (!conversation.readUpTo || frame.upTo > conversation.readUpTo) conversation.readUpTo = frame.upTo;
+        conversation.unread = Math.min(conversation.unread, this.countAfter(key, conversation.readUpTo));
+        frame.key = key;
+        break;
+      }
+      case "kicked": {
+        const conversation = this.conversations.get(frame.room);
+        if (conversation) conversation.members = conversation.members.filter((name) => name !== frame.user);
+        break;
+      }
       default:
         break;
     }
