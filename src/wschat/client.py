@@ -5,7 +5,10 @@ after ``/dm NAME``, to NAME).
 Commands: ``/join ROOM``, ``/leave [ROOM]``, ``/room ROOM`` (switch), ``/who [ROOM]``,
 ``/dm NAME [TEXT]`` (without TEXT: talk to NAME), ``/name NAME``, ``/history`` (older messages),
 ``/edit TEXT`` (your last message here), ``/delete`` (your last message here),
-``/react EMOJI`` (the last message here), ``/unreact EMOJI``, ``/help``, ``/quit``.
+``/react EMOJI`` (the last message here), ``/unreact EMOJI``, ``/rooms`` (public rooms),
+``/create ROOM [TOPIC]``, ``/create-private ROOM [TOPIC]``, and in the current room (its owner or
+moderators) ``/invite NAME``, ``/mod NAME``, ``/unmod NAME``, ``/mute NAME [MINUTES]`` (10 by
+default), ``/unmute NAME``, ``/kick NAME``; ``/help``, ``/quit``.
 It reconnects with backoff and asks each room for what it missed (``history`` after the last
 id it saw), so nothing is lost or shown twice across a reconnect.
 
@@ -13,6 +16,11 @@ Changes to messages print as they happen: ``* [general] alice edited: new text``
 ``* [general] message deleted by alice ("old text")``, ``* [general] bob reacted 👍 (2) to
 "hello"``; history shows a message as it is now (``(edited)``, ``(message deleted)``, its
 reactions), and a change seen only in a catch-up page prints as a change.
+
+On connect it says what is unread (``* 3 unread in [general]``); the room being talked in is
+read as its messages print (``read`` up to the newest shown, at most every READ_EVERY seconds),
+so the page's badges on your other tabs clear. Rooms created, invitations, roles, kicks and mutes
+print as lines: ``* [team] bob muted mallory for 10 minutes``.
 
 Someone typing in the current room, or to you, shows as ``* alice is typing…`` (``… [dm]`` for a
 direct message), at most once per person and place every 10 s rather than a line per ``typing``
@@ -44,6 +52,9 @@ CATCH_UP_REWIND_MS = 10_000
 TYPING_NOTICE_EVERY = 10.0  # seconds between two "is typing" lines for one person in one place
 REMEMBERED = 500  # messages kept per place, for /edit, /delete, /react and for change lines
 SNIPPET_CHARS = 30
+READ_EVERY = 0.3  # seconds: a burst of messages is read with one ``read``, not one each
+DEFAULT_MUTE_MINUTES = 10
+MAX_MUTE_MINUTES = 7 * 24 * 60  # the server's limit: a week
 
 
 @dataclass
@@ -109,6 +120,9 @@ class TerminalChat:
         self.typing_shown: dict[tuple[str, str], float] = {}  # (room or "@", name) -> when
         # Per place (a room, or "@name" for direct messages with name): id -> the message.
         self.messages: dict[str, dict[str, Seen]] = {}
+        self.read_sent: dict[str, str] = {}  # per place: the newest ``upTo`` sent
+        self.read_pending: set[str] = set()  # places with a ``read`` about to go
+        self.previous = room  # where lines went before the last /join or /create
 
     # --- output ---------------------------------------------------------------------------
 
@@ -221,6 +235,104 @@ class TerminalChat:
             about = about + snippet if snippet else ""
             self.show(f"* {label} {user} {verb} {emoji} ({len(users)}){about}")
 
+    # --- rooms, invitations and moderation ------------------------------------------------
+
+    @staticmethod
+    def _for_how_long(until: int) -> str:
+        minutes = round((until - time.time() * 1000) / 60_000)
+        if minutes < 1:
+            return "for less than a minute"
+        if minutes < 120:
+            return f"for {minutes} minute{'' if minutes == 1 else 's'}"
+        return f"until {time.strftime('%Y-%m-%d %H:%M', time.localtime(until / 1000))}"
+
+    def show_rooms(self, event: dict[str, Any]) -> None:
+        listed = [info for info in event.get("rooms", []) if isinstance(info, dict)]
+        if not listed:
+            self.show("* no public rooms" + (" after those" if event.get("more") else ""))
+            return
+        self.show("* public rooms:")
+        for info in listed:
+            members = info.get("members", 0)
+            line = f"*   [{info.get('room')}] {members} member{'' if members == 1 else 's'}"
+            if info.get("owner"):
+                line += f", owner {info.get('owner')}"
+            if info.get("topic"):
+                line += f": {info.get('topic')}"
+            if info.get("room") in self.rooms:
+                line += " (joined)"
+            self.show(line)
+        if event.get("more"):
+            self.show(f"* more: /rooms {listed[-1].get('room')}")
+
+    def show_room_event(self, event: dict[str, Any]) -> None:
+        """``roomCreated``, ``invited``, ``roleChanged``, ``kicked`` or ``muted``."""
+        kind, room = event.get("type"), str(event.get("room"))
+        user, by = event.get("user"), event.get("by")
+        if kind == "roomCreated":
+            private = " (private: /invite NAME lets people in)" if event.get("private") else ""
+            topic = f": {event.get('topic')}" if event.get("topic") else ""
+            self.show(f"* created [{room}]{private}{topic}")
+        elif kind == "invited":
+            if user == self.name and by != self.name:
+                self.show(f"* {by} invited you to [{room}]; /join {room} to go in")
+            else:
+                self.show(f"* invited {user} to [{room}]")
+        elif kind == "roleChanged":
+            if event.get("role") == "moderator":
+                self.show(f"* [{room}] {by} made {user} a moderator")
+            else:
+                self.show(f"* [{room}] {by} removed {user} as moderator")
+        elif kind == "kicked":
+            if user == self.name:
+                self.rooms.discard(room)
+                self.show(f"* {by} kicked you out of [{room}]")
+                if self.current == room:
+                    self.current = "lobby"
+                    self.show("* talking in [lobby]")
+            else:
+                self.show(f"* [{room}] {by} kicked {user}")
+        elif kind == "muted":
+            until = event.get("until")
+            if isinstance(until, int) and not isinstance(until, bool):
+                how_long = self._for_how_long(until)
+                if user == self.name:
+                    self.show(f"* [{room}] {by} muted you {how_long}")
+                else:
+                    self.show(f"* [{room}] {by} muted {user} {how_long}")
+            else:
+                self.show(f"* [{room}] {by} unmuted {'you' if user == self.name else user}")
+
+    # --- read marks ---------------------------------------------------------------------------
+
+    def _mark_read(self) -> None:
+        """The place talked in has printed messages newer than its mark: read them (soon, so
+        a page of history or a burst is one ``read``)."""
+        place = self.current
+        if self.ws is None or place in self.read_pending:
+            return
+        newest = self.last_ids.get(place)
+        if not newest or self.read_sent.get(place, "") >= newest:
+            return
+        if not place.startswith("@") and place not in self.rooms:
+            return
+        self.read_pending.add(place)
+        task = asyncio.ensure_future(self._send_read(place))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send_read(self, place: str) -> bool:
+        await asyncio.sleep(READ_EVERY)
+        self.read_pending.discard(place)
+        newest = self.last_ids.get(place)
+        if place != self.current or not newest or self.read_sent.get(place, "") >= newest:
+            return False
+        if not place.startswith("@") and place not in self.rooms:
+            return False
+        self.read_sent[place] = newest
+        where = {"with": place[1:]} if place.startswith("@") else {"room": place}
+        return await self.send({"action": "read", **where, "upTo": newest})
+
     def show_typing(self, event: dict[str, Any]) -> None:
         who = event.get("from")
         if not isinstance(who, str) or who == self.name:
@@ -310,6 +422,7 @@ class TerminalChat:
         kind = event.get("type")
         if kind in ("message", "direct"):
             self.show_message(event)
+            self._mark_read()
         elif kind == "history":
             for message in event.get("messages", []):
                 self.show_message(message)
@@ -319,6 +432,7 @@ class TerminalChat:
                     {"with": event["with"]} if "with" in event else {"room": event["room"]}
                 )
                 self._schedule(frame)
+            self._mark_read()
         elif kind == "hello":
             first = self.name is None or not self.last_ids
             self.name = str(event.get("name"))
@@ -328,6 +442,13 @@ class TerminalChat:
                 self.show(f"* talking in [{self.current}]; /help lists commands")
             else:
                 self.show("* reconnected; catching up")
+            self.read_sent.clear()  # a read sent on the old connection may have been lost
+            unread = event.get("unread")
+            if first and isinstance(unread, dict):
+                for room, count in sorted(unread.items()):
+                    if isinstance(count, int) and count > 0:
+                        more = "+" if count >= 100 else ""
+                        self.show(f"* {count}{more} unread in [{room}]")
             for room in sorted(self.rooms):
                 page: dict[str, Any] = {"action": "history", "room": room}
                 if room in self.last_ids:
@@ -354,10 +475,25 @@ class TerminalChat:
             self.show(f"* in [{event.get('room')}]: {members}")
         elif kind == "error":
             self.show(f"! {event.get('message')} ({event.get('code')})")
+            action = event.get("action")
+            if not self.current.startswith("@") and (
+                (action == "join" and self.current not in self.rooms)
+                or (action == "createRoom" and self.current != self.previous)
+            ):
+                # Not let in (private_room), not created (room_exists): lines typed go back
+                # where they went before.
+                self.current = self.previous if self.previous in self.rooms else "lobby"
+                self.show(f"* talking in [{self.current}]")
         elif kind == "typing":
             self.show_typing(event)
         elif kind in ("edited", "deleted", "reaction"):
             self.show_change(event)
+        elif kind == "rooms":
+            self.show_rooms(event)
+        elif kind in ("roomCreated", "invited", "roleChanged", "kicked", "muted"):
+            self.show_room_event(event)
+        elif kind == "read":
+            pass  # our mark moved (here or on another tab of ours): nothing to print
         elif kind == "ack":
             pass  # the message itself follows
         elif "message" in event:
@@ -396,6 +532,15 @@ class TerminalChat:
             "delete": self._delete,
             "react": lambda arg: self._react(arg, on=True),
             "unreact": lambda arg: self._react(arg, on=False),
+            "rooms": self._rooms,
+            "create": lambda arg: self._create(arg, private=False),
+            "create-private": lambda arg: self._create(arg, private=True),
+            "invite": lambda arg: self._moderate("invite", arg),
+            "mod": lambda arg: self._moderate("mod", arg),
+            "unmod": lambda arg: self._moderate("unmod", arg),
+            "mute": lambda arg: self._moderate("mute", arg),
+            "unmute": lambda arg: self._moderate("unmute", arg),
+            "kick": lambda arg: self._moderate("kick", arg),
             "help": lambda arg: self._help(),
             "quit": lambda arg: self._quit(),
         }
@@ -411,7 +556,7 @@ class TerminalChat:
         if not room:
             self.show("! usage: /join ROOM")
             return
-        self.current = room
+        self.previous, self.current = self.current, room
         await self.send({"action": "join", "room": room})
 
     async def _leave(self, room: str) -> None:
@@ -429,6 +574,7 @@ class TerminalChat:
             return
         self.current = room
         self.show(f"* talking in [{room}]")
+        self._mark_read()
 
     async def _who(self, room: str) -> None:
         room = room or self.current
@@ -448,6 +594,7 @@ class TerminalChat:
             self.show(f"* talking to {to} [dm]; /room ROOM goes back to a room")
             if f"@{to}" not in self.first_ids:
                 await self.send({"action": "history", "with": to, "limit": 20})
+            self._mark_read()
             return
         await self.send({"action": "direct", "to": to, "message": text})
 
@@ -509,6 +656,59 @@ class TerminalChat:
                 self.show(f"! you have no {emoji} on a message in {self._where_label()}")
             return
         frame = {"action": "react", **self._here(), "id": message_id, "emoji": emoji, "on": on}
+        await self.send(frame)
+
+    async def _rooms(self, after: str) -> None:
+        if " " in after:
+            self.show("! usage: /rooms [AFTER] (the next page starts after that room)")
+            return
+        frame: dict[str, Any] = {"action": "rooms"}
+        if after:
+            frame["after"] = after
+        await self.send(frame)
+
+    async def _create(self, rest: str, *, private: bool) -> None:
+        room, _, topic = rest.partition(" ")
+        if not room:
+            self.show(f"! usage: /create{'-private' if private else ''} ROOM [TOPIC]")
+            return
+        frame: dict[str, Any] = {"action": "createRoom", "room": room, "private": private}
+        if topic.strip():
+            frame["topic"] = topic.strip()
+        self.previous, self.current = self.current, room  # in it at once, as after /join
+        await self.send(frame)
+
+    async def _moderate(self, command: str, rest: str) -> None:
+        """/invite, /mod, /unmod, /mute, /unmute or /kick NAME, in the current room."""
+        user, _, more = rest.partition(" ")
+        more = more.strip()
+        usage = f"! usage: /{command} NAME" + (" [MINUTES]" if command == "mute" else "")
+        if not user or (more and command != "mute"):
+            self.show(usage)
+            return
+        if self.current.startswith("@"):
+            self.show(f"! /{command} acts in a room: /room ROOM first")
+            return
+        room = self.current
+        frame: dict[str, Any]
+        if command == "invite":
+            frame = {"action": "invite", "room": room, "user": user}
+        elif command in ("mod", "unmod"):
+            role = "moderator" if command == "mod" else "member"
+            frame = {"action": "setRole", "room": room, "user": user, "role": role}
+        elif command == "kick":
+            frame = {"action": "kick", "room": room, "user": user}
+        else:
+            minutes = DEFAULT_MUTE_MINUTES if command == "mute" else 0
+            if more:
+                try:
+                    minutes = int(more)
+                except ValueError:
+                    minutes = -1
+                if not 1 <= minutes <= MAX_MUTE_MINUTES:
+                    self.show(f"{usage} (MINUTES: a whole number 1-{MAX_MUTE_MINUTES})")
+                    return
+            frame = {"action": "mute", "room": room, "user": user, "seconds": minutes * 60}
         await self.send(frame)
 
     async def _older(self, _: str) -> None:

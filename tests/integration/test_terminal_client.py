@@ -426,3 +426,166 @@ def run_apart(coroutine: Coroutine[Any, Any, None]) -> None:
     assert not thread.is_alive()
     if errors:
         raise errors[0]
+
+
+def test_unread_on_connect_and_the_room_talked_in_is_read_as_it_prints(
+    server: ChatServer,
+) -> None:
+    with server.person("alice", "general") as alice:
+        for text in ("one", "two", "three"):
+            said = say(alice, text, "general")
+        # Dave's other tab (a plain client): it hears the terminal's reads.
+        with (
+            server.person("dave", "general") as other_tab,
+            terminal(server.websocket_url, "dave", "general") as dave,
+        ):
+            dave.expect("* 3 unread in [general]")
+            dave.expect("[general] alice: three")
+            read = recv_until(other_tab, lambda e: e.get("type") == "read")
+            assert read == {"type": "read", "room": "general", "upTo": said["id"]}
+
+            live = say(alice, "four", "general")
+            dave.expect("[general] alice: four")
+            read = recv_until(other_tab, lambda e: e.get("type") == "read")
+            assert read["upTo"] == live["id"]
+            # Nothing is read in a room not talked in: the lobby keeps its count.
+            say(alice, "in the lobby")
+            dave.expect("[lobby] alice: in the lobby")
+            other_tab.send(json.dumps({"action": "hello"}))
+            hello = recv_until(other_tab, lambda e: e.get("type") == "hello")
+            assert hello["unread"] == {"general": 0, "lobby": 1}
+            assert "unread" not in dave.output.split("[general] alice: one")[1]
+
+
+def test_rooms_create_invite_and_moderation_commands(server: ChatServer) -> None:
+    with (
+        server.person("alice") as alice,
+        server.person("mallory") as mallory,
+        terminal(server.websocket_url, "dave", "lobby") as dave,
+    ):
+        dave.expect("* talking in [lobby]")
+        dave.type("/rooms")
+        dave.expect("* no public rooms")
+
+        # A private room: created, and dave is in it and talking there.
+        dave.type("/create-private den our den")
+        dave.expect("* created [den] (private: /invite NAME lets people in): our den")
+        dave.expect("* dave joined [den]")
+        dave.type("hi den")
+        dave.expect("[den] dave: hi den")
+        # Not listed; a name taken is refused, and lines still go to den.
+        dave.type("/rooms")
+        dave.expect("* no public rooms")
+        dave.type("/create den")
+        dave.expect("(room_exists)")
+        dave.type("/create lobby")
+        dave.expect("(room_exists)")
+        dave.expect("* talking in [den]")
+
+        # Mallory is not invited: she cannot join.
+        mallory.send(json.dumps({"action": "join", "room": "den"}))
+        assert recv_until(mallory, lambda e: e.get("type") == "error")["code"] == "private_room"
+
+        # /invite, and the invitee joins and reads the history.
+        dave.type("/invite alice")
+        dave.expect("* invited alice to [den]")
+        invited = recv_until(alice, lambda e: e.get("type") == "invited")
+        assert (invited["room"], invited["user"], invited["by"]) == ("den", "alice", "dave")
+        alice.send(json.dumps({"action": "join", "room": "den"}))
+        history = recv_until(alice, lambda e: e.get("type") == "history")
+        assert [m["text"] for m in history["messages"]] == ["hi den"]
+        dave.expect("* alice joined [den]")
+        dave.type("/invite mallory")
+        dave.expect("* invited mallory to [den]")
+        mallory.send(json.dumps({"action": "join", "room": "den"}))
+        dave.expect("* mallory joined [den]")
+
+        # Roles and mutes, as lines in the room.
+        dave.type("/mod alice")
+        dave.expect("* [den] dave made alice a moderator")
+        role = recv_until(alice, lambda e: e.get("type") == "roleChanged")
+        assert (role["user"], role["role"], role["by"]) == ("alice", "moderator", "dave")
+        dave.type("/mute mallory 5")
+        dave.expect("* [den] dave muted mallory for 5 minutes")
+        muted = recv_until(mallory, lambda e: e.get("type") == "muted")
+        assert muted["user"] == "mallory" and isinstance(muted["until"], int)
+        mallory.send(json.dumps({"action": "sendMessage", "room": "den", "message": "spam"}))
+        assert recv_until(mallory, lambda e: e.get("type") == "error")["code"] == "muted"
+        dave.type("/unmute mallory")
+        dave.expect("* [den] dave unmuted mallory")
+        dave.type("/unmod alice")
+        dave.expect("* [den] dave removed alice as moderator")
+        dave.type("/kick mallory")
+        dave.expect("* [den] dave kicked mallory")
+        kicked = recv_until(mallory, lambda e: e.get("type") == "kicked")
+        assert (kicked["room"], kicked["user"], kicked["by"]) == ("den", "mallory", "dave")
+
+        # What is wrong with a command is said, and nothing sent.
+        dave.type("/mute")
+        dave.expect("! usage: /mute NAME [MINUTES]")
+        dave.type("/mute alice soon")
+        dave.expect("! usage: /mute NAME [MINUTES] (MINUTES: a whole number 1-10080)")
+        dave.type("/kick alice now")
+        dave.expect("! usage: /kick NAME")
+        dave.type("/dm alice")
+        dave.type("/kick alice")
+        dave.expect("! /kick acts in a room: /room ROOM first")
+        dave.type("/room den")
+        dave.expect("* talking in [den]")
+
+        # Done to him, in alice's public room: invited, muted, kicked out.
+        alice.send(json.dumps({"action": "createRoom", "room": "town", "topic": "all welcome"}))
+        recv_until(alice, lambda e: e.get("type") == "roomCreated")
+        dave.type("/rooms")
+        dave.expect("*   [town] 1 member, owner alice: all welcome")
+        alice.send(json.dumps({"action": "invite", "room": "town", "user": "dave"}))
+        dave.expect("* alice invited you to [town]; /join town to go in")
+        dave.type("/join town")
+        dave.expect("* dave joined [town]")
+        dave.type("/rooms")
+        dave.expect("*   [town] 2 members, owner alice: all welcome (joined)")
+        alice.send(json.dumps({"action": "mute", "room": "town", "user": "dave", "seconds": 600}))
+        dave.expect("* [town] alice muted you for 10 minutes")
+        dave.type("can I talk?")
+        dave.expect("(muted)")
+        alice.send(
+            json.dumps(
+                {"action": "setRole", "room": "town", "user": "mallory", "role": "moderator"}
+            )
+        )
+        dave.expect("* [town] alice made mallory a moderator")
+        alice.send(json.dumps({"action": "kick", "room": "town", "user": "dave"}))
+        dave.expect("* alice kicked you out of [town]")
+        dave.expect("* talking in [lobby]")
+        dave.type("back in the lobby")
+        dave.expect("[lobby] dave: back in the lobby")
+        dave.type("/help")
+        dave.expect("/create-private ROOM [TOPIC]")
+
+
+def test_the_rooms_listing_pages_on_and_rooms_events_print_readably() -> None:
+    out = io.StringIO()
+    chat = TerminalChat("ws://127.0.0.1:1/local", name="dave", room="general", out=out)
+    chat.handle(
+        {
+            "type": "rooms",
+            "rooms": [
+                {"room": "art", "topic": "", "owner": "bob", "private": False, "members": 1},
+                {"room": "books", "topic": "reading", "owner": None, "members": 12},
+            ],
+            "more": True,
+        }
+    )
+    chat.handle({"type": "rooms", "rooms": [], "more": False})
+    chat.handle({"type": "invited", "room": "den", "user": "bob", "by": "dave"})
+    chat.handle({"type": "muted", "room": "general", "user": "bob", "until": None, "by": "eve"})
+    chat.handle({"type": "read", "room": "general", "upTo": "01A"})
+    assert out.getvalue().splitlines() == [
+        "* public rooms:",
+        "*   [art] 1 member, owner bob",
+        "*   [books] 12 members: reading",
+        "* more: /rooms books",
+        "* no public rooms",
+        "* invited bob to [den]",
+        "* [general] eve unmuted bob",
+    ]
