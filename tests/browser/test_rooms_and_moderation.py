@@ -147,6 +147,7 @@ def test_an_outsider_never_sees_a_private_rooms_messages_and_the_invited_join(
         expect(directory.first).to_contain_text("1 member")
         expect(directory.first).to_contain_text("all welcome")
         expect(directory.first.get_by_role("button", name="Join #town")).to_be_focused()
+        people.screenshots("directory")
         mallory.page.keyboard.press("Escape")
         expect(mallory.page.locator("#rooms-panel")).to_be_hidden()
         expect(mallory.page.get_by_role("button", name="Browse rooms")).to_be_focused()
@@ -175,6 +176,7 @@ def test_an_outsider_never_sees_a_private_rooms_messages_and_the_invited_join(
         ]
         invitation = bob.page.locator("#invitations .invitation")
         expect(invitation).to_contain_text("alice invited you to #secret")
+        people.screenshots("invited")
         invitation.get_by_role("button", name="Join #secret").click()
         expect(bob.page.locator("#title")).to_have_text("#secret")
         bob.wait_for_texts(["the plan is in the drawer"])
@@ -229,6 +231,7 @@ def test_moderation_shows_in_the_room_and_a_kicked_member_loses_it(people: Peopl
     toggle.press("Enter")
     menu = bob.page.get_by_role("menu", name="Actions for mallory")
     expect(menu.get_by_role("menuitem", name="Make moderator")).to_be_focused()
+    people.screenshots("menu")
     bob.page.keyboard.press("ArrowDown")
     expect(menu.get_by_role("menuitem", name="Unmute")).to_be_focused()
     bob.page.keyboard.press("ArrowDown")
