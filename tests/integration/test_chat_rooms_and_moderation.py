@@ -116,6 +116,8 @@ def test_a_private_room_lets_in_only_those_invited(any_store_chat: ChatGateway, 
     assert mallory.error()["code"] == "private_room"
     mallory.send("history", room=room)
     assert mallory.error()["code"] == "not_in_room"
+    sneaky = any_store_chat.client(f"mallory{u}", rooms=[room])  # ?room= at $connect
+    assert room not in sneaky.hello()["rooms"]
     mallory.send("invite", room=room, user=f"mallory{u}")  # nobody invites themselves
     assert mallory.error()["code"] in ("forbidden", "not_in_room")
 

@@ -11,7 +11,7 @@ from wschat import protocol
 from wschat.auth import AuthError
 from wschat.chat.config import ChatConfig
 from wschat.chat.intents import Announce, Intent, ToRoom
-from wschat.chat.rooms import PRIVATE_ROOM, another_connection_named, may_enter, still_present
+from wschat.chat.rooms import another_connection_named, may_enter, still_present
 from wschat.storage.base import LOBBY, ChatStore, Connection, member_names
 
 # API Gateway's integration timeout: no $connect runs longer than this.
@@ -50,9 +50,9 @@ def connect(
     for room in (query.get("room") or "").split(","):
         if room.strip() and room.strip() not in rooms:
             rooms.append(protocol.check_room(room.strip(), "$connect"))
-    for room in rooms[1:]:
-        if not may_enter(store, room, name):
-            raise protocol.ProtocolError(PRIVATE_ROOM, f"{room!r} is invite-only", "$connect")
+    # A private room the caller may not enter is left out, not a refusal: a page that saved
+    # rooms under another name must still get in (its ``hello`` lists the rooms it has).
+    rooms = [room for room in rooms if room == LOBBY or may_enter(store, room, name)]
     store.put_connection(
         Connection.opened(connection_id, connected_at_ms, name=name, rooms=frozenset(rooms))
     )
