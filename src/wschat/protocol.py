@@ -187,6 +187,17 @@ def room_field(payload: dict[str, Any], action: str, default: str | None = None)
     return check_room(value if value is not None else str(default), action)
 
 
+def place_field(payload: dict[str, Any], action: str) -> tuple[str | None, str | None]:
+    """Where a frame is about: ``(room, None)``, or ``(None, user)`` for the direct
+    conversation ``with`` a user; not both."""
+    with_user = string_field(payload, "with", action, required=False)
+    if with_user is None:
+        return room_field(payload, action), None
+    if "room" in payload:
+        raise ProtocolError(BAD_REQUEST, 'give "room" or "with", not both', action)
+    return None, check_name(with_user, action, "with")
+
+
 # --- commands ----------------------------------------------------------------------------------
 
 

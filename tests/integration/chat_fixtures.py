@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -323,3 +324,13 @@ def any_store_chat(any_store_chat_gateway: ChatGateway) -> Iterator[ChatGateway]
     finally:
         any_store_chat_gateway.close_clients()
         any_store_chat_gateway.wait_until_nobody_is_connected_to_the_gateway()
+
+
+_unique_numbers = itertools.count()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A suffix for this test's rooms and names: on DynamoDB the tables are shared by the
+    module's tests, so each keeps to names of its own."""
+    return f"u{next(_unique_numbers)}"

@@ -6,7 +6,6 @@ error to the sender only."""
 
 from __future__ import annotations
 
-import itertools
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -19,14 +18,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ("tests.integration.chat_fixtures",)
-
-_numbers = itertools.count()
-
-
-@pytest.fixture
-def unique() -> str:
-    """A suffix for this test's rooms and names (the DynamoDB tables are shared)."""
-    return f"t{next(_numbers)}"
 
 
 def _history(client: ChatClient, **where: str) -> list[dict[str, Any]]:

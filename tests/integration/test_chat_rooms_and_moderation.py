@@ -4,7 +4,6 @@ and each refusal as one error to the sender only."""
 
 from __future__ import annotations
 
-import itertools
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -16,14 +15,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 pytest_plugins = ("tests.integration.chat_fixtures",)
 
-_numbers = itertools.count()
-
-
-@pytest.fixture
-def u() -> str:
-    """A suffix for this test's rooms and names (the DynamoDB tables are shared)."""
-    return f"r{next(_numbers)}"
-
 
 def _types(client: ChatClient, *types: str) -> list[dict[str, Any]]:
     return [event for event in client.sync() if event["type"] in types]
@@ -33,13 +24,13 @@ def _types(client: ChatClient, *types: str) -> list[dict[str, Any]]:
 
 
 def test_unread_counts_in_hello_and_a_read_mark_shared_by_all_tabs(
-    any_store_chat: ChatGateway, u: str
+    any_store_chat: ChatGateway, unique: str
 ) -> None:
-    room = f"news-{u}"
-    alice = any_store_chat.client(f"alice{u}", rooms=[room])
-    writer = any_store_chat.client(f"bob{u}", rooms=[room])
+    room = f"news-{unique}"
+    alice = any_store_chat.client(f"alice{unique}", rooms=[room])
+    writer = any_store_chat.client(f"bob{unique}", rooms=[room])
     ids = [writer.say(f"m{n}", room=room)["id"] for n in range(3)]
-    alice_tab = any_store_chat.client(f"alice{u}", rooms=[room])
+    alice_tab = any_store_chat.client(f"alice{unique}", rooms=[room])
     assert alice_tab.hello()["unread"][room] == 3
 
     alice.send("read", room=room, upTo=ids[1])
@@ -53,10 +44,10 @@ def test_unread_counts_in_hello_and_a_read_mark_shared_by_all_tabs(
 
 
 def test_reading_a_room_one_has_not_joined_is_not_in_room(
-    any_store_chat: ChatGateway, u: str
+    any_store_chat: ChatGateway, unique: str
 ) -> None:
-    alice = any_store_chat.client(f"alice{u}")
-    alice.send("read", room=f"elsewhere-{u}", upTo="01M8")
+    alice = any_store_chat.client(f"alice{unique}")
+    alice.send("read", room=f"elsewhere-{unique}", upTo="01M8")
     assert (alice.error()["code"], alice.error.__name__) == ("not_in_room", "error")
 
 
@@ -64,15 +55,19 @@ def test_reading_a_room_one_has_not_joined_is_not_in_room(
 
 
 def test_created_rooms_have_an_owner_and_public_ones_are_listed_with_topic_and_count(
-    any_store_chat: ChatGateway, u: str
+    any_store_chat: ChatGateway, unique: str
 ) -> None:
-    alice = any_store_chat.client(f"alice{u}")
-    bob = any_store_chat.client(f"bob{u}")
-    public, private = f"a-public-{u}", f"a-private-{u}"
+    alice = any_store_chat.client(f"alice{unique}")
+    bob = any_store_chat.client(f"bob{unique}")
+    public, private = f"a-public-{unique}", f"a-private-{unique}"
 
     alice.send("createRoom", room=public, topic="open to all")
     created = alice.next("roomCreated")
-    assert (created["room"], created["owner"], created["private"]) == (public, f"alice{u}", False)
+    assert (created["room"], created["owner"], created["private"]) == (
+        public,
+        f"alice{unique}",
+        False,
+    )
     alice.next("presence", room=public)  # in it at once
     alice.send("createRoom", room=private, topic="shh", private=True)
     alice.next("roomCreated", room=private)
@@ -82,7 +77,7 @@ def test_created_rooms_have_an_owner_and_public_ones_are_listed_with_topic_and_c
     assert listed[public] == {
         "room": public,
         "topic": "open to all",
-        "owner": f"alice{u}",
+        "owner": f"alice{unique}",
         "private": False,
         "members": 2,
     }
@@ -103,11 +98,13 @@ def _all_rooms(client: ChatClient) -> dict[str, dict[str, Any]]:
         after = page["rooms"][-1]["room"]
 
 
-def test_a_private_room_lets_in_only_those_invited(any_store_chat: ChatGateway, u: str) -> None:
-    room = f"secret-{u}"
-    owner = any_store_chat.client(f"alice{u}")
-    bob = any_store_chat.client(f"bob{u}")
-    mallory = any_store_chat.client(f"mallory{u}")
+def test_a_private_room_lets_in_only_those_invited(
+    any_store_chat: ChatGateway, unique: str
+) -> None:
+    room = f"secret-{unique}"
+    owner = any_store_chat.client(f"alice{unique}")
+    bob = any_store_chat.client(f"bob{unique}")
+    mallory = any_store_chat.client(f"mallory{unique}")
     owner.send("createRoom", room=room, private=True)
     owner.next("presence", room=room)
     owner.say("for members only", room=room)
@@ -116,71 +113,73 @@ def test_a_private_room_lets_in_only_those_invited(any_store_chat: ChatGateway, 
     assert mallory.error()["code"] == "private_room"
     mallory.send("history", room=room)
     assert mallory.error()["code"] == "not_in_room"
-    sneaky = any_store_chat.client(f"mallory{u}", rooms=[room])  # ?room= at $connect
+    sneaky = any_store_chat.client(f"mallory{unique}", rooms=[room])  # ?room= at $connect
     assert room not in sneaky.hello()["rooms"]
-    mallory.send("invite", room=room, user=f"mallory{u}")  # nobody invites themselves
+    mallory.send("invite", room=room, user=f"mallory{unique}")  # nobody invites themselves
     assert mallory.error()["code"] in ("forbidden", "not_in_room")
 
-    owner.send("invite", room=room, user=f"bob{u}")
+    owner.send("invite", room=room, user=f"bob{unique}")
     assert bob.next("invited") == {
         "type": "invited",
         "room": room,
-        "user": f"bob{u}",
-        "by": f"alice{u}",
+        "user": f"bob{unique}",
+        "by": f"alice{unique}",
     }
     history = bob.request("join", "history", room=room)
     assert [m["text"] for m in history["messages"]] == ["for members only"]
     owner.say("welcome bob", room=room)
-    assert bob.next("message", text="welcome bob")["from"] == f"alice{u}"
+    assert bob.next("message", text="welcome bob")["from"] == f"alice{unique}"
     assert "members only" not in str(mallory.sync()) and "welcome" not in str(mallory.sync())
 
 
 # --- moderation --------------------------------------------------------------------------------
 
 
-def _moderated_room(chat: ChatGateway, u: str) -> tuple[str, ChatClient, ChatClient, ChatClient]:
-    room = f"mod-{u}"
-    owner = chat.client(f"alice{u}")
+def _moderated_room(
+    chat: ChatGateway, unique: str
+) -> tuple[str, ChatClient, ChatClient, ChatClient]:
+    room = f"mod-{unique}"
+    owner = chat.client(f"alice{unique}")
     owner.send("createRoom", room=room)
     owner.next("presence", room=room)
-    bob = chat.client(f"bob{u}", rooms=[room])
-    mallory = chat.client(f"mallory{u}", rooms=[room])
+    bob = chat.client(f"bob{unique}", rooms=[room])
+    mallory = chat.client(f"mallory{unique}", rooms=[room])
     return room, owner, bob, mallory
 
 
 def test_the_owner_makes_a_moderator_and_the_room_sees_it(
-    any_store_chat: ChatGateway, u: str
+    any_store_chat: ChatGateway, unique: str
 ) -> None:
-    room, owner, bob, mallory = _moderated_room(any_store_chat, u)
+    room, owner, bob, mallory = _moderated_room(any_store_chat, unique)
 
-    owner.send("setRole", room=room, user=f"bob{u}", role="moderator")
+    owner.send("setRole", room=room, user=f"bob{unique}", role="moderator")
 
     for client in (owner, bob, mallory):
         changed = client.next("roleChanged")
         assert (changed["user"], changed["role"], changed["by"]) == (
-            f"bob{u}",
+            f"bob{unique}",
             "moderator",
-            f"alice{u}",
+            f"alice{unique}",
         )
-    mallory.send("setRole", room=room, user=f"mallory{u}", role="moderator")
+    mallory.send("setRole", room=room, user=f"mallory{unique}", role="moderator")
     assert mallory.error()["code"] == "forbidden"
-    bob.send("setRole", room=room, user=f"mallory{u}", role="moderator")  # owner only
+    bob.send("setRole", room=room, user=f"mallory{unique}", role="moderator")  # owner only
     assert bob.error()["code"] == "forbidden"
 
 
 def test_a_moderator_mutes_and_kicks_and_deletes_others_messages(
-    any_store_chat: ChatGateway, u: str
+    any_store_chat: ChatGateway, unique: str
 ) -> None:
-    room, owner, bob, mallory = _moderated_room(any_store_chat, u)
-    owner.send("setRole", room=room, user=f"bob{u}", role="moderator")
+    room, owner, bob, mallory = _moderated_room(any_store_chat, unique)
+    owner.send("setRole", room=room, user=f"bob{unique}", role="moderator")
     bob.next("roleChanged")
     spam = mallory.say("spam", room=room)
 
     bob.send("delete", room=room, id=spam["id"])
     deleted = owner.next("deleted", id=spam["id"])
-    assert (deleted["from"], deleted["by"]) == (f"mallory{u}", f"bob{u}")
+    assert (deleted["from"], deleted["by"]) == (f"mallory{unique}", f"bob{unique}")
 
-    bob.send("mute", room=room, user=f"mallory{u}", seconds=600)
+    bob.send("mute", room=room, user=f"mallory{unique}", seconds=600)
     for client in (owner, mallory):
         assert client.next("muted")["until"] > spam["ts"]
     mallory.send("sendMessage", room=room, message="more spam")
@@ -188,14 +187,14 @@ def test_a_moderator_mutes_and_kicks_and_deletes_others_messages(
     assert (error["code"], error["action"]) == ("muted", "sendMessage")
     mallory.send("react", room=room, id=spam["id"], emoji="+1")
     assert mallory.error()["code"] in ("muted", "no_such_message")
-    bob.send("mute", room=room, user=f"mallory{u}", seconds=0)
+    bob.send("mute", room=room, user=f"mallory{unique}", seconds=0)
     assert mallory.next("muted")["until"] is None
     mallory.say("sorry", room=room)
 
-    bob.send("kick", room=room, user=f"mallory{u}")
+    bob.send("kick", room=room, user=f"mallory{unique}")
     for client in (owner, mallory):
         kicked = client.next("kicked")
-        assert (kicked["user"], kicked["by"]) == (f"mallory{u}", f"bob{u}")
+        assert (kicked["user"], kicked["by"]) == (f"mallory{unique}", f"bob{unique}")
     mallory.send("sendMessage", room=room, message="still here?")
     assert mallory.error()["code"] == "not_in_room"
     owner.say("after the kick", room=room)
@@ -215,14 +214,14 @@ def test_a_moderator_mutes_and_kicks_and_deletes_others_messages(
     ],
 )
 def test_wrong_moderation_gets_one_error(
-    any_store_chat: ChatGateway, u: str, action: str, fields: dict[str, Any], code: str
+    any_store_chat: ChatGateway, unique: str, action: str, fields: dict[str, Any], code: str
 ) -> None:
-    room, owner, bob, mallory = _moderated_room(any_store_chat, u)
-    owner.send("setRole", room=room, user=f"bob{u}", role="moderator")
+    room, owner, bob, mallory = _moderated_room(any_store_chat, unique)
+    owner.send("setRole", room=room, user=f"bob{unique}", role="moderator")
     bob.next("roleChanged")
     mallory.next("roleChanged")  # the room saw that: not what this test is about
     user = fields.get("user", "")
-    fields = {**fields, "user": f"{user}{u}" if user in ("alice", "bob", "nobody") else user}
+    fields = {**fields, "user": f"{user}{unique}" if user in ("alice", "bob", "nobody") else user}
 
     bob.send(action, room=room, **fields)
 

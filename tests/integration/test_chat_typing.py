@@ -4,7 +4,6 @@ user only that user's connections; nothing is stored; wrong frames get one error
 
 from __future__ import annotations
 
-import itertools
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -16,31 +15,23 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 pytest_plugins = ("tests.integration.chat_fixtures",)
 
-_numbers = itertools.count()
-
-
-@pytest.fixture
-def u() -> str:
-    """A suffix for this test's rooms and names (the DynamoDB tables are shared)."""
-    return f"y{next(_numbers)}"
-
 
 def _typing(client: ChatClient) -> list[dict[str, Any]]:
     return [event for event in client.sync() if event["type"] == "typing"]
 
 
 def test_typing_in_a_room_reaches_its_other_members_only(
-    any_store_chat: ChatGateway, u: str
+    any_store_chat: ChatGateway, unique: str
 ) -> None:
-    alice = any_store_chat.client(f"alice{u}", rooms=[f"general-{u}"])
-    alice_tab = any_store_chat.client(f"alice{u}", rooms=[f"general-{u}"])
-    bob = any_store_chat.client(f"bob{u}", rooms=[f"general-{u}"])
-    carol = any_store_chat.client(f"carol{u}", rooms=[f"general-{u}"])
-    dave = any_store_chat.client(f"dave{u}")  # lobby only
+    alice = any_store_chat.client(f"alice{unique}", rooms=[f"general-{unique}"])
+    alice_tab = any_store_chat.client(f"alice{unique}", rooms=[f"general-{unique}"])
+    bob = any_store_chat.client(f"bob{unique}", rooms=[f"general-{unique}"])
+    carol = any_store_chat.client(f"carol{unique}", rooms=[f"general-{unique}"])
+    dave = any_store_chat.client(f"dave{unique}")  # lobby only
 
-    alice.send("typing", room=f"general-{u}")
+    alice.send("typing", room=f"general-{unique}")
 
-    expected = {"type": "typing", "room": f"general-{u}", "from": f"alice{u}"}
+    expected = {"type": "typing", "room": f"general-{unique}", "from": f"alice{unique}"}
     assert bob.next("typing") == expected
     assert carol.next("typing") == expected
     for client in (alice, alice_tab, dave):
@@ -49,27 +40,31 @@ def test_typing_in_a_room_reaches_its_other_members_only(
 
 
 def test_typing_to_a_user_reaches_every_connection_of_that_user_only(
-    any_store_chat: ChatGateway, u: str
+    any_store_chat: ChatGateway, unique: str
 ) -> None:
-    alice = any_store_chat.client(f"alice{u}")
-    bob = any_store_chat.client(f"bob{u}")
-    bob_phone = any_store_chat.client(f"bob{u}")
-    carol = any_store_chat.client(f"carol{u}")
+    alice = any_store_chat.client(f"alice{unique}")
+    bob = any_store_chat.client(f"bob{unique}")
+    bob_phone = any_store_chat.client(f"bob{unique}")
+    carol = any_store_chat.client(f"carol{unique}")
 
-    alice.send("typing", to=f"bob{u}")
+    alice.send("typing", to=f"bob{unique}")
 
     for client in (bob, bob_phone):
-        assert client.next("typing") == {"type": "typing", "to": f"bob{u}", "from": f"alice{u}"}
+        assert client.next("typing") == {
+            "type": "typing",
+            "to": f"bob{unique}",
+            "from": f"alice{unique}",
+        }
     assert _typing(alice) == [] and _typing(carol) == []
 
 
-def test_typing_is_not_stored(any_store_chat: ChatGateway, u: str) -> None:
-    alice = any_store_chat.client(f"alice{u}", rooms=[f"general-{u}"])
-    bob = any_store_chat.client(f"bob{u}", rooms=[f"general-{u}"])
-    alice.send("typing", room=f"general-{u}")
+def test_typing_is_not_stored(any_store_chat: ChatGateway, unique: str) -> None:
+    alice = any_store_chat.client(f"alice{unique}", rooms=[f"general-{unique}"])
+    bob = any_store_chat.client(f"bob{unique}", rooms=[f"general-{unique}"])
+    alice.send("typing", room=f"general-{unique}")
     bob.next("typing")
 
-    assert bob.request("history", "history", room=f"general-{u}")["messages"] == []
+    assert bob.request("history", "history", room=f"general-{unique}")["messages"] == []
 
 
 @pytest.mark.parametrize(
@@ -84,10 +79,10 @@ def test_typing_is_not_stored(any_store_chat: ChatGateway, u: str) -> None:
     ids=["room-not-joined", "room-and-to", "neither", "bad-room", "bad-name"],
 )
 def test_a_wrong_typing_frame_gets_one_error_and_nobody_hears_of_it(
-    any_store_chat: ChatGateway, u: str, fields: dict[str, str], code: str
+    any_store_chat: ChatGateway, unique: str, fields: dict[str, str], code: str
 ) -> None:
-    alice = any_store_chat.client(f"alice{u}", rooms=[f"general-{u}"])
-    bob = any_store_chat.client(f"bob{u}", rooms=[f"general-{u}", "random"])
+    alice = any_store_chat.client(f"alice{unique}", rooms=[f"general-{unique}"])
+    bob = any_store_chat.client(f"bob{unique}", rooms=[f"general-{unique}", "random"])
 
     alice.send("typing", **fields)
 

@@ -35,14 +35,7 @@ class Target:
 
     @classmethod
     def parse(cls, payload: dict[str, Any], action: str) -> Target:
-        with_user = protocol.string_field(payload, "with", action, required=False)
-        if with_user is not None:
-            if "room" in payload:
-                raise ProtocolError(protocol.BAD_REQUEST, 'give "room" or "with", not both', action)
-            room = None
-            protocol.check_name(with_user, action, "with")
-        else:
-            room = protocol.room_field(payload, action)
+        room, with_user = protocol.place_field(payload, action)
         message_id = protocol.string_field(payload, "id", action)
         assert message_id is not None
         if not 0 < len(message_id) <= 64:

@@ -31,16 +31,7 @@ class Read:
 
     @classmethod
     def parse(cls, payload: dict[str, Any], **_: Any) -> Read:
-        with_user = protocol.string_field(payload, "with", cls.ACTION, required=False)
-        room = None
-        if with_user is not None:
-            if "room" in payload:
-                raise ProtocolError(
-                    protocol.BAD_REQUEST, 'give "room" or "with", not both', cls.ACTION
-                )
-            protocol.check_name(with_user, cls.ACTION, "with")
-        else:
-            room = protocol.room_field(payload, cls.ACTION)
+        room, with_user = protocol.place_field(payload, cls.ACTION)
         up_to = protocol.string_field(payload, "upTo", cls.ACTION)
         assert up_to is not None
         if not 0 < len(up_to) <= 64:
