@@ -72,6 +72,7 @@ def test_edits_deletes_and_reactions_show_live_and_again_after_a_reload(people: 
     for text in ("one", "two", "three"):
         alice.send(text)
     bob.wait_for_texts(["one", "two", "three"])
+    alice.wait_for_texts(["one", "two", "three"])  # acknowledged: no longer pending here
     ids = ids_by_text(alice)
 
     # Bob may react to alice's messages, not edit or delete them; alice has all three.
