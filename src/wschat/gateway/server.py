@@ -76,6 +76,10 @@ class Gateway:
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = config.port
         self.accepting = False
+        # Set once the functions are warm: a handshake that arrives while they warm up waits
+        # for it (the port is open from the start, so a client that waits for the port must
+        # not be turned away by a gateway that is only starting).
+        self.ready = asyncio.Event()
         # How @connections calls arrived: HTTP requests (boto3, curl) and fast-path calls from
         # function workers; tests and benchmarks read them to tell which path a handler took.
         self.management_http_requests = 0
@@ -174,6 +178,7 @@ class Gateway:
         self._start_pollers()
         self._sweeper = asyncio.create_task(self._sweep())
         self.accepting = True
+        self.ready.set()
 
     def _open_queues(self) -> None:
         """Open the queue store, make the template's queues (a second start updates their
@@ -353,7 +358,14 @@ class Gateway:
     ) -> tuple[int, dict[str, str]]:
         """Run the ``$connect`` route's authorizer, then ``$connect``; their statuses decide
         the handshake (non-2xx refuses it)."""
-        if not self.accepting:
+        if not self.ready.is_set():
+            # Starting: hold the handshake until the functions are warm, within the time
+            # API Gateway gives any integration; a gateway that is starting refuses nobody.
+            try:
+                await asyncio.wait_for(self.ready.wait(), self.config.limits.integration_timeout)
+            except TimeoutError:
+                return 503, {}
+        if not self.accepting:  # shutting down
             return 503, {}
         route = self.config.api.routes.get(core.CONNECT)
         if route is None:
