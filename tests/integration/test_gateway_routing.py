@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections.abc import Iterator
 
@@ -103,6 +104,11 @@ def test_connect_event_has_headers_query_and_request_context(inspector: RunningG
     assert event["multiValueHeaders"]["X-Trace"] == ["one", "two"]
     assert event["headers"]["Host"] == inspector.gateway.domain_name
     assert "Sec-WebSocket-Key" in event["headers"]
+    # What API Gateway adds: where the client came from and what it reached, and a trace id.
+    assert event["headers"]["X-Forwarded-For"] == "127.0.0.1"
+    assert event["headers"]["X-Forwarded-Port"] == str(inspector.gateway.port)
+    assert event["headers"]["X-Forwarded-Proto"] == "http"
+    assert re.fullmatch(r"Root=1-[0-9a-f]{8}-[0-9a-f]{24}", event["headers"]["X-Amzn-Trace-Id"])
     assert event["queryStringParameters"] == {"room": "lobby", "tag": "b"}
     assert event["multiValueQueryStringParameters"] == {"room": ["lobby"], "tag": ["a", "b"]}
     assert event["isBase64Encoded"] is False

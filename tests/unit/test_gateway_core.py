@@ -508,3 +508,29 @@ def test_limits_can_be_lowered_and_are_immutable() -> None:
     assert limits.max_frame_bytes == 32 * 1024
     with pytest.raises(AttributeError):
         limits.idle_timeout = 10  # type: ignore[misc]
+
+
+# --- the headers API Gateway adds to $connect ---------------------------------------------------
+
+
+def test_forwarded_headers_say_where_the_client_came_from_and_what_it_reached() -> None:
+    headers = core.forwarded_headers([("Host", "h")], "203.0.113.7", 8443, True, 1_700_000_000_000)
+    found = dict(headers)
+    assert found["X-Forwarded-For"] == "203.0.113.7"
+    assert (found["X-Forwarded-Port"], found["X-Forwarded-Proto"]) == ("8443", "https")
+    assert found["X-Amzn-Trace-Id"].startswith(f"Root=1-{1_700_000_000:08x}-")
+    assert found["Host"] == "h"
+
+
+def test_forwarded_headers_append_to_the_clients_for_and_keep_its_trace_but_not_its_port() -> None:
+    client = [
+        ("X-Forwarded-For", "10.0.0.1"),
+        ("x-forwarded-port", "1"),
+        ("X-Forwarded-Proto", "gopher"),
+        ("X-Amzn-Trace-Id", "Root=1-00000000-000000000000000000000000"),
+    ]
+    found = dict(core.forwarded_headers(client, "203.0.113.7", 80, False, 0))
+    assert found["X-Forwarded-For"] == "10.0.0.1, 203.0.113.7"
+    assert (found["X-Forwarded-Port"], found["X-Forwarded-Proto"]) == ("80", "http")
+    assert found["X-Amzn-Trace-Id"] == "Root=1-00000000-000000000000000000000000"
+    assert "x-forwarded-port" not in found

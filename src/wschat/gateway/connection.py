@@ -272,11 +272,18 @@ class ClientProtocol(asyncio.Protocol):
             self.close_transport()
             return
         ws_request = events[0]
+        connected_at_ms = int(time.time() * 1000)
         info = core.ConnectionInfo(
             connection_id=core.new_connection_id(),
             source_ip=self.peer,
-            connected_at_ms=int(time.time() * 1000),
-            headers=request.headers,
+            connected_at_ms=connected_at_ms,
+            headers=core.forwarded_headers(
+                request.headers,
+                self.peer,
+                self.gateway.port,
+                self.gateway.config.ssl_context is not None,
+                connected_at_ms,
+            ),
             query=request.query,
             user_agent=request.header("User-Agent"),
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -146,6 +147,29 @@ def _single_and_multi(
         single[name] = value  # the last value wins, as in API Gateway's single-value maps
         multi.setdefault(name, []).append(value)
     return single, multi
+
+
+def forwarded_headers(
+    headers: Sequence[tuple[str, str]], source_ip: str, port: int, https: bool, now_ms: int
+) -> list[tuple[str, str]]:
+    """The handshake's headers as API Gateway hands them to ``$connect``: with
+    ``X-Forwarded-For`` (the client's address appended to any the client sent),
+    ``X-Forwarded-Port`` and ``X-Forwarded-Proto`` (what the client reached; set by the
+    gateway, whatever the client said) and an ``X-Amzn-Trace-Id`` (the client's, or a new
+    ``Root=1-{epoch seconds, hex}-{96 random bits, hex}``)."""
+    replaced = {"x-forwarded-for", "x-forwarded-port", "x-forwarded-proto"}
+    kept = [(name, value) for name, value in headers if name.lower() not in replaced]
+    before = [value for name, value in headers if name.lower() == "x-forwarded-for"]
+    trace = next((v for n, v in headers if n.lower() == "x-amzn-trace-id"), None)
+    if trace is None:
+        trace = f"Root=1-{now_ms // 1000:08x}-{secrets.token_hex(12)}"
+        kept.append(("X-Amzn-Trace-Id", trace))
+    return [
+        *kept,
+        ("X-Forwarded-For", ", ".join([*before, source_ip])),
+        ("X-Forwarded-Port", str(port)),
+        ("X-Forwarded-Proto", "https" if https else "http"),
+    ]
 
 
 def connect_event(stage: StageInfo, conn: ConnectionInfo, now_ms: int) -> dict[str, Any]:
