@@ -80,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--api", help="logical id of the WebSocket API when a template has several")
     serve.add_argument(
+        "--no-reload",
+        dest="reload",
+        action="store_false",
+        help="do not restart a function's warm environments when its code changes "
+        "(by default a change under a function's code directory is picked up by its next "
+        "invocation; open connections stay open)",
+    )
+    serve.add_argument(
         "--env",
         action="append",
         type=_env_pair,
@@ -288,6 +296,7 @@ def serve(args: argparse.Namespace) -> int:
         max_workers_per_function=args.concurrency,
         management_credentials=credentials,
         queue_store_path=data_dir / "queues.sqlite3",
+        reload=args.reload,
     )
     if args.tls:
         files = tls.ensure_certificates(data_dir / "tls")

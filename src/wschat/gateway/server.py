@@ -48,6 +48,9 @@ class GatewayConfig:
     function_env: dict[str, str] = field(default_factory=dict)  # added to every function
     max_workers_per_function: int = 2
     shutdown_timeout: float = 10.0
+    # Watch the functions' code directories and restart their warm environments on a change
+    # (wschat serve turns it on; --no-reload off).
+    reload: bool = False
     # When set, every @connections request must be signed with these (SigV4, as API Gateway's
     # IAM auth checks), and the functions get them as their AWS credentials; when not, the
     # @connections API answers loopback clients only.
@@ -72,6 +75,7 @@ class Gateway:
         self.pools: dict[str, FunctionPool] = {}
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
         self._disconnects: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = config.port
@@ -177,8 +181,36 @@ class Gateway:
                 log.error("function %s could not start: %s", pool.function.name, result)
         self._start_pollers()
         self._sweeper = asyncio.create_task(self._sweep())
+        if self.config.reload:
+            self._watcher = asyncio.create_task(self._watch_code())
         self.accepting = True
         self.ready.set()
+
+    async def _watch_code(self) -> None:
+        """Reload a function's warm environments when a file under its code directory changes
+        (the platform's file notifications through watchfiles, not a poll). Open connections
+        stay open; invocations in flight finish on the code they started with."""
+        import watchfiles
+
+        directories = sorted({str(pool.function.code_dir) for pool in self.pools.values()})
+        # The gateway's own data (SQLite files, queues) may sit under a code directory (a
+        # template with CodeUri "." and ./data): writing it is no code change.
+        data = self.config.queue_store_path.parent if self.config.queue_store_path else None
+        try:
+            async for changes in watchfiles.awatch(*directories, debounce=200, step=50):
+                changed = [
+                    Path(path)
+                    for _, path in changes
+                    if not (data is not None and Path(path).is_relative_to(data))
+                    and ".sqlite3" not in Path(path).name
+                ]
+                for pool in self.pools.values():
+                    code_dir = pool.function.code_dir
+                    if any(path.is_relative_to(code_dir) for path in changed):
+                        await pool.reload()
+                        log.info("%s reloaded: its code changed", pool.function.name)
+        except (OSError, RuntimeError) as exc:  # a directory gone, the watcher unavailable
+            log.warning("code reload stopped: %s", exc)
 
     def _open_queues(self) -> None:
         """Open the queue store, make the template's queues (a second start updates their
@@ -283,6 +315,8 @@ class Gateway:
             self._server.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
         for poller in self.pollers.values():
             poller.stop_receiving()
         if self.queues is not None:

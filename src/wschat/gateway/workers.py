@@ -90,6 +90,7 @@ class WorkerProcess:
         self._ids = itertools.count(1)
         self._tasks: list[asyncio.Task[None]] = []
         self.alive = False
+        self.generation = 0  # the pool's code generation it started on
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -254,9 +255,13 @@ class FunctionPool:
         self._numbers = itertools.count(1)
         self._freed = asyncio.Condition()
         self.cold_starts = 0
+        # Bumped by ``reload``: a worker of an older generation runs old code and is retired
+        # when it is next free (one busy with an invocation finishes it first).
+        self.generation = 0
 
     async def _spawn(self) -> WorkerProcess:
         worker = WorkerProcess(self.function, self.env, self.on_channel, next(self._numbers))
+        worker.generation = self.generation
         self._starting += 1
         try:
             await worker.start()
@@ -287,8 +292,20 @@ class FunctionPool:
             async with self._freed:
                 await self._freed.wait()
 
+    async def reload(self) -> None:
+        """The function's code changed: retire every warm environment (those idle now, busy
+        ones when their invocation ends); the next invocation starts on the new code, and an
+        error in it is that invocation's init error."""
+        self.generation += 1
+        stale, self._idle = self._idle, []
+        for worker in stale:
+            self._all.discard(worker)
+        await asyncio.gather(*(worker.stop() for worker in stale), return_exceptions=True)
+        async with self._freed:
+            self._freed.notify_all()
+
     async def _release(self, worker: WorkerProcess) -> None:
-        if worker.alive:
+        if worker.alive and worker.generation == self.generation:
             self._idle.append(worker)
         else:
             self._all.discard(worker)
