@@ -22,7 +22,6 @@ from tests.support.events import LambdaContext, lambda_context, load_event, mana
 from wschat.delivery import local
 from wschat.delivery.base import (
     API_GATEWAY_INLINE_LIMIT,
-    ConnectionInfo,
     DeliveryError,
     FanoutResult,
     GoneConnection,
@@ -53,7 +52,6 @@ class RecordingSender:
 
     def __init__(self) -> None:
         self.posts: list[tuple[str, bytes]] = []
-        self.deleted: list[str] = []
         self.gone: set[str] = set()
         self.failing: dict[str, str] = {}
         self.on_post: Callable[[str, dict[str, Any]], None] | None = None
@@ -86,21 +84,6 @@ class RecordingSender:
     def post_batch(self, batches: Sequence[tuple[Sequence[str], bytes]]) -> list[FanoutResult]:
         self.batch_calls += 1
         return [self.post_many(connection_ids, data) for connection_ids, data in batches]
-
-    def get(self, connection_id: str) -> ConnectionInfo:
-        if connection_id in self.gone:
-            raise GoneConnection(connection_id)
-        return ConnectionInfo(
-            connected_at="2024-11-25T01:35:12.345Z",
-            last_active_at="2024-11-25T01:35:25.120Z",
-            source_ip="203.0.113.25",
-            user_agent=None,
-        )
-
-    def delete(self, connection_id: str) -> None:
-        if connection_id in self.gone:
-            raise GoneConnection(connection_id)
-        self.deleted.append(connection_id)
 
     def received(self, connection_id: str, type: str | None = None) -> list[dict[str, Any]]:
         """The events posted to one connection (those of one ``type`` if given), decoded."""

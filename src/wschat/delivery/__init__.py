@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from wschat.delivery.base import (
-    ConnectionInfo,
     DeliveryError,
     FanoutResult,
     GoneConnection,
@@ -11,7 +10,6 @@ from wschat.delivery.base import (
 )
 
 __all__ = [
-    "ConnectionInfo",
     "DeliveryError",
     "FanoutResult",
     "GoneConnection",

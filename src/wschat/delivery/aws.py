@@ -30,13 +30,11 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from wschat.delivery.base import (
     API_GATEWAY_INLINE_LIMIT,
-    ConnectionInfo,
     DeliveryError,
     FanoutResult,
     GoneConnection,
@@ -94,21 +92,6 @@ def _host_header(url: str) -> str:
     return host
 
 
-def _iso8601(value: Any) -> str:
-    """botocore parses ``ConnectedAt`` into an aware datetime; ConnectionInfo keeps ISO 8601 in
-    UTC as API Gateway sends it (``str(datetime)`` would give ``2024-05-01 12:00:00+00:00``)."""
-    if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(UTC)
-        return str(value.isoformat(timespec="milliseconds")).replace("+00:00", "Z")
-    return "" if value is None else str(value)
-
-
-def _error_code(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
-
-
 def _describe(status: int, headers: Any, body: bytes) -> str:
     """``HTTP 403 ForbiddenException: Forbidden``: the status, x-amzn-ErrorType (without what
     follows a ``:`` in it, as botocore reads it) and the message of the JSON body, if any."""
@@ -159,7 +142,6 @@ class ApiGatewaySender:
         self._session: Any = None  # boto3.Session
         self._credentials: Any = None  # botocore Credentials, maybe refreshable
         self._signer: Signer | None = None
-        self._client: Any = None  # boto3 apigatewaymanagementapi, for get and delete
 
     @classmethod
     def for_endpoint(
@@ -247,25 +229,6 @@ class ApiGatewaySender:
                 # Kept for the life of the execution environment: warm invocations reuse it.
                 self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="fanout")
             return self._pool
-
-    def _boto3_client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                from botocore.config import Config
-
-                config = Config(
-                    retries={"max_attempts": 2, "mode": "standard"},
-                    connect_timeout=CONNECT_TIMEOUT,
-                    read_timeout=READ_TIMEOUT,
-                )
-                session = self._boto3_session()  # first: it may settle the region
-                self._client = session.client(
-                    "apigatewaymanagementapi",
-                    endpoint_url=self._endpoint_url,
-                    region_name=self._region,
-                    config=config,
-                )
-            return self._client
 
     # -- posting ---------------------------------------------------------------------------
 
@@ -365,41 +328,12 @@ class ApiGatewaySender:
     def post_batch(self, batches: Sequence[tuple[Sequence[str], bytes]]) -> list[FanoutResult]:
         return post_many_each(self, batches)  # each batch through the pool, in order
 
-    # -- the rare calls, through boto3 -----------------------------------------------------
-
-    def _call(self, operation: str, connection_id: str) -> Any:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            return getattr(self._boto3_client(), operation)(ConnectionId=connection_id)
-        except ClientError as exc:
-            if _error_code(exc) == "GoneException":
-                raise GoneConnection(connection_id) from exc
-            raise DeliveryError(f"{operation} {connection_id}: {exc}") from exc
-        except BotoCoreError as exc:
-            raise DeliveryError(f"{operation} {connection_id}: {exc}") from exc
-
-    def get(self, connection_id: str) -> ConnectionInfo:
-        reply = self._call("get_connection", connection_id)
-        identity = reply.get("Identity", {})
-        return ConnectionInfo(
-            connected_at=_iso8601(reply.get("ConnectedAt")),
-            last_active_at=_iso8601(reply.get("LastActiveAt")),
-            source_ip=str(identity.get("SourceIp", "")),
-            user_agent=identity.get("UserAgent"),
-        )
-
-    def delete(self, connection_id: str) -> None:
-        self._call("delete_connection", connection_id)
-
     def close(self) -> None:
         """Stop the fan-out threads and close the HTTP connections (tests, process shutdown)."""
         with self._lock:
-            pool, http, client = self._pool, self._http, self._client
-            self._pool = self._http = self._client = None
+            pool, http = self._pool, self._http
+            self._pool = self._http = None
         if pool is not None:
             pool.shutdown(wait=True)
         if http is not None:
             http.close()
-        if client is not None:
-            client.close()

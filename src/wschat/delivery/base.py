@@ -25,16 +25,6 @@ class GoneConnection(DeliveryError):
         self.connection_id = connection_id
 
 
-@dataclass(frozen=True, slots=True)
-class ConnectionInfo:
-    """What ``GET @connections/{id}`` tells about a connection."""
-
-    connected_at: str  # ISO 8601, as API Gateway returns ConnectedAt
-    last_active_at: str
-    source_ip: str
-    user_agent: str | None
-
-
 @dataclass(slots=True)
 class FanoutResult:
     """How one post to many connections went."""
@@ -77,12 +67,6 @@ class Sender(Protocol):
         """Send several (recipients, bytes) batches, in order, in as few calls as the sender
         can (one for the local gateway's fast path); one result per batch. ``post_many_each``
         is the plain way."""
-
-    def get(self, connection_id: str) -> ConnectionInfo:
-        """Describe a connection; raises GoneConnection."""
-
-    def delete(self, connection_id: str) -> None:
-        """Close a connection; raises GoneConnection."""
 
 
 def post_many_each(

@@ -8,7 +8,7 @@ handlers can import it on AWS at no cost, where no channel is ever registered.
 
 from __future__ import annotations
 
-from wschat.delivery.base import ConnectionInfo, FanoutResult, Sender
+from wschat.delivery.base import FanoutResult, Sender
 
 _channels: dict[str, Sender] = {}
 
@@ -28,7 +28,6 @@ def channel_for(endpoint_url: str) -> Sender | None:
 
 
 __all__ = [
-    "ConnectionInfo",
     "FanoutResult",
     "Sender",
     "channel_for",

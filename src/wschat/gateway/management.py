@@ -65,25 +65,13 @@ def handle_request(gateway: Gateway, request: http.Request, prefix: str, peer: s
 
 def handle_channel_call(gateway: Gateway, message: dict[str, Any]) -> dict[str, Any]:
     """A worker's fast-path call: post the same frame to many connections in one go (or a few
-    such batches), describe a connection, close one."""
+    such batches). Handlers that describe or close a connection go through the HTTP API."""
     op = message.get("op")
     if op == "post_many":
         return _post_many(gateway, message)
     if op == "post_batch":
         # Several post_many in one call, in order (an ack, then the message to the room).
         return {"results": [_post_many(gateway, batch) for batch in message.get("batches", [])]}
-    if op == "get":
-        description = gateway.connection_description(str(message.get("connection_id")))
-        if description is None:
-            return {"gone": True}
-        return {
-            "connected_at": description["connectedAt"],
-            "last_active_at": description["lastActiveAt"],
-            "source_ip": description["identity"]["sourceIp"],
-            "user_agent": description["identity"].get("userAgent"),
-        }
-    if op == "delete":
-        return {"gone": not gateway.delete_connection(str(message.get("connection_id")))}
     return {"error": f"unknown call {op!r}"}
 
 

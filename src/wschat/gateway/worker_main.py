@@ -27,7 +27,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from wschat.delivery import local
-from wschat.delivery.base import ConnectionInfo, DeliveryError, FanoutResult, GoneConnection
+from wschat.delivery.base import DeliveryError, FanoutResult, GoneConnection
 from wschat.gateway import ipc
 
 
@@ -128,22 +128,6 @@ class PipeChannel:
             raise GoneConnection(connection_id)
         if result.failed:
             raise DeliveryError(result.failed[connection_id])
-
-    def get(self, connection_id: str) -> ConnectionInfo:
-        reply = self._call({"op": "get", "connection_id": connection_id})
-        if reply.get("gone"):
-            raise GoneConnection(connection_id)
-        return ConnectionInfo(
-            connected_at=reply["connected_at"],
-            last_active_at=reply["last_active_at"],
-            source_ip=reply["source_ip"],
-            user_agent=reply.get("user_agent"),
-        )
-
-    def delete(self, connection_id: str) -> None:
-        reply = self._call({"op": "delete", "connection_id": connection_id})
-        if reply.get("gone"):
-            raise GoneConnection(connection_id)
 
 
 class Worker:
