@@ -225,6 +225,7 @@ def test_errors_from_the_server_show_in_the_notice_area(people: People) -> None:
     )
     expect(notice).to_contain_text("(rate_limited)")
     expect(alice.page.locator("li.message.pending")).to_have_count(0)
+
     # Each frame is answered: an ack (stored) or rate_limited (not stored); the 31st answer is
     # the too_long error above. (The page's own read marks draw on the same bucket: their
     # errors are not answers to these frames.)
