@@ -151,10 +151,6 @@ class ChatService:
         self.deliverer.run(row.run(context, command), outcome)
         return outcome
 
-    def reply(self, connection_id: str, event: dict[str, Any]) -> None:
-        """Send one event to one connection."""
-        self.deliverer.reply(connection_id, event)
-
     @staticmethod
     def reply_to(sender: Sender, connection_id: str, event: dict[str, Any], log: Log) -> None:
         """Send one event through ``sender`` alone: works when the store is down."""

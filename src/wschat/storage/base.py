@@ -81,6 +81,12 @@ class NewMessage:
     client_id: str | None = None
     to: str | None = None  # direct messages: the recipient's name
 
+    def stored_as(self, message_id: str) -> StoredMessage:
+        """This message as the store keeps it, under ``message_id``."""
+        return StoredMessage(
+            self.room, message_id, self.sender, self.text, self.ts, self.client_id, self.to
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class StoredMessage:

@@ -81,15 +81,7 @@ class MessageRecords(Records):
                 "Item": schema.message_item(message, message_id),
             }
             if not self._transact(what, [{"Put": advance}, {"Put": store}]):
-                return StoredMessage(
-                    message.room,
-                    message_id,
-                    message.sender,
-                    message.text,
-                    message.ts,
-                    message.client_id,
-                    message.to,
-                )
+                return message.stored_as(message_id)
             pause(attempt)  # another message took the room's next id first: read again
         raise StoreUnavailable(f"DynamoDB {what}: too many concurrent writers")
 

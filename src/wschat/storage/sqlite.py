@@ -353,15 +353,7 @@ class SqliteStore:
                     message.expires_at,
                 ),
             )
-            return StoredMessage(
-                message.room,
-                message_id,
-                message.sender,
-                message.text,
-                message.ts,
-                message.client_id,
-                message.to,
-            )
+            return message.stored_as(message_id)
 
         return self._run(work, write=True)
 
