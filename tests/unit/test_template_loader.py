@@ -868,6 +868,14 @@ def test_a_bundled_asset_is_run_as_its_directory(tmp_path: Path) -> None:
     assert load_api(path).routes["$default"].function.code_dir.name == ASSET
 
 
+def test_an_unstaged_asset_is_its_source_directory(tmp_path: Path) -> None:
+    # cdk synth --no-staging names the source directory by its absolute path.
+    source = tmp_path / "lambda"
+    source.mkdir()
+    path = cdk_out(tmp_path, lambda_function(Metadata={"aws:asset:path": str(source)}))
+    assert load_api(path).routes["$default"].function.code_dir == source.resolve()
+
+
 def test_the_s3_location_of_an_asset_is_not_resolved(tmp_path: Path) -> None:
     # The CDK's legacy synthesizer names the bucket and key by parameters without a Default.
     legacy = {"S3Bucket": {"Ref": "AssetBucket"}, "S3Key": {"Ref": "AssetKey"}}
