@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_env_pair,
         default=[],
         metavar="NAME=VALUE",
-        help="environment variable for --route functions (repeatable)",
+        help="environment variable for every function, over the template's own (repeatable); "
+        "e.g. AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:5000 for a local DynamoDB",
     )
     serve.add_argument(
         "--code-dir",
@@ -248,6 +249,7 @@ def serve(args: argparse.Namespace) -> int:
     function_env = local.store_environment(args.store, data_dir) if chat else {}
     if args.log_level:
         function_env["LOG_LEVEL"] = args.log_level.upper()
+    function_env.update(args.env)  # what the command line says wins over the template
     config = GatewayConfig(
         api=api,
         host=args.host,

@@ -13,6 +13,8 @@ from wschat.gateway import server
 from wschat.local import PageRoute
 from wschat.page import SignInSettings
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 class _Started(Exception):
     pass
@@ -60,10 +62,21 @@ def test_without_log_level_the_template_decides(
     assert "LOG_LEVEL" not in config.function_env
 
 
+def test_env_reaches_template_functions_over_their_own(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    template = REPO / "tests" / "fixtures" / "apps" / "cdk_chat" / "cdk.out"
+    argv = ["--data-dir", str(tmp_path), "--template", str(template / "CdkChatStack.template.json")]
+    argv += ["--env", "AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:5000", "--env", "TABLE_NAME=t"]
+    config = _config_of(monkeypatch, argv)
+
+    assert config.function_env["AWS_ENDPOINT_URL_DYNAMODB"] == "http://127.0.0.1:5000"
+    assert config.function_env["TABLE_NAME"] == "t"  # the gateway puts function_env last
+
+
 # --- where wschat serve finds the page's sign-in settings -----------------------------------------
 
 ISSUER = "https://issuer.example"
-REPO = Path(__file__).resolve().parents[2]
 
 
 def test_serve_serves_the_page_without_sign_in_by_default(
