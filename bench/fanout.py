@@ -36,19 +36,26 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
 
-# The endpoint lives with the test helpers (tests/support/), which are not an installed
-# package: put the repository root on sys.path so ``tests.support`` imports when this file
-# is run as ``.venv/bin/python bench/fanout.py`` (and in the endpoint's spawned child).
+# bench/ is not a package: put it (and the repository root) on sys.path so sibling modules
+# import when this file is run as ``.venv/bin/python bench/fanout.py`` (and in the endpoint's
+# spawned child).
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from tests.support.connections_endpoint import (  # noqa: E402
+from wschat.testing import lambda_context  # noqa: E402
+from wschat.testing.connections_endpoint import (  # noqa: E402
     ConnectionsEndpoint,
     SigningCredentials,
 )
 
 DEFAULT_NS = (10, 100, 500, 1000)
+
+
+def bench_context() -> Any:
+    return lambda_context("bench-send-message", memory_mb=1769)  # one full vCPU on Lambda
+
+
 STAGE = "prod"
 
 
@@ -206,15 +213,6 @@ def send_event(sender_id: str, text: str) -> dict[str, Any]:
     }
 
 
-class LambdaContext:
-    function_name = "bench-send-message"
-    memory_limit_in_mb = 1769  # one full vCPU on Lambda
-    aws_request_id = "00000000-0000-0000-0000-000000000000"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 29_000
-
-
 def timed(
     endpoint: Endpoint,
     handler: Callable[[dict[str, Any], Any], Any],
@@ -225,7 +223,7 @@ def timed(
     endpoint.reset()
     event = send_event(sender_id, "bench")
     started, cpu_started = time.perf_counter(), time.process_time()
-    handler(event, LambdaContext())
+    handler(event, bench_context())
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     received, _ = endpoint.stats()
     if received != n:
@@ -314,7 +312,7 @@ def run(args: argparse.Namespace) -> list[Row]:
                     row.max_in_flight[workers] = endpoint.stats()[1]
 
                 if len(rows) == 1:  # warm the seed's client once: it keeps one connection
-                    seed_send_message.lambda_handler(send_event(ids[0], "warm"), LambdaContext())
+                    seed_send_message.lambda_handler(send_event(ids[0], "warm"), bench_context())
                 seed_repeats = 1 if n >= args.sequential_once_from else args.repeats
                 row.seed_runs = [
                     timed(endpoint, seed_send_message.lambda_handler, n, next_sender())[0]

@@ -60,9 +60,7 @@ import platform
 import random
 import resource
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -75,6 +73,7 @@ from typing import Any
 from urllib.parse import quote
 
 from systems import process_tree, rss_kib
+from wschat.testing import ServeFailed, ServeProcess, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "template.yaml"
@@ -93,86 +92,42 @@ def raise_nofile() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wschat_command() -> list[str]:
-    script = Path(sys.executable).with_name("wschat")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "wschat.cli"]
-
-
 class Gateway:
     """``wschat serve`` with the project's template and SQLite, in a process of its own."""
 
     def __init__(self, data_dir: Path, extra: list[str], startup_timeout: float = 60) -> None:
-        self.port = free_port()
-        self.stderr_path = data_dir / "serve.stderr"
-        self._stderr = self.stderr_path.open("wb")
-        args = [
-            *wschat_command(),
-            "serve",
-            "--template",
-            str(TEMPLATE),
-            "--store",
-            "sqlite",
-            "--data-dir",
-            str(data_dir),
-            "--port",
-            str(self.port),
-            *extra,
-        ]
-        self.process = subprocess.Popen(
-            args,
+        args = ["--template", str(TEMPLATE), "--store", "sqlite", "--data-dir", str(data_dir)]
+        self.serve = ServeProcess(
+            [*args, "--port", str(free_port()), *extra],
+            data_dir,
             cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
             preexec_fn=raise_nofile,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        ready = threading.Event()
-
-        def read() -> None:
-            assert self.process.stdout is not None
-            for line in self.process.stdout:
-                if line.startswith("Press Ctrl+C"):
-                    ready.set()
-            ready.set()  # EOF: exited; checked below
-
-        threading.Thread(target=read, daemon=True).start()
-        if not ready.wait(startup_timeout) or self.process.poll() is not None:
+        try:
+            self.serve.wait_ready(startup_timeout)
+        except ServeFailed:
             self.stop()
-            raise RuntimeError(f"wschat serve did not start:\n{self.stderr_tail()}")
-        self.url = f"ws://127.0.0.1:{self.port}/local"
+            raise
+        self.process = self.serve.process
+        self.url = self.serve.websocket_url
 
     def stderr_tail(self, chars: int = 4000) -> str:
-        try:
-            return self.stderr_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
+        return self.serve.stderr[-chars:]
 
     def workers(self) -> list[int]:
         return process_tree(self.process.pid)[1:]
 
     def stop(self, timeout: float = 30) -> None:
         """SIGTERM (closes every connection, runs $disconnect), then SIGKILL what is left."""
-        workers = set(self.workers()) if self.process.poll() is None else set()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        process = self.serve.process
+        workers = set(process_tree(process.pid)[1:]) if process.poll() is None else set()
+        if process.poll() is None:
+            with contextlib.suppress(ServeFailed):  # killed after the timeout
+                self.serve.signal(signal.SIGTERM, timeout)
         for pid in workers:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-        self._stderr.close()
+        self.serve.close()
 
 
 def busy_jiffies() -> int:

@@ -26,6 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+from wschat.testing import free_port
+
+__all__ = ["free_port"]  # the benchmarks take it from here
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 PEER_DIR = BENCH / "peer"
@@ -48,12 +52,6 @@ PRESENCE_DEFAULT = {"WSCHAT_PRESENCE_EVENT_LIMIT": "500"}
 
 class ServerFailed(RuntimeError):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _children(pid: int) -> list[int]:

@@ -103,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--route-selection-expression", default="$request.body.action")
     serve.add_argument(
+        "--route-response",
+        action="append",
+        default=[],
+        metavar="ROUTE_KEY",
+        help="give a --route route a route response (repeatable): the body its handler "
+        "returns is sent back to the sender, as on a two-way route of API Gateway",
+    )
+    serve.add_argument(
         "--function-timeout",
         type=float,
         default=3.0,
@@ -197,6 +205,7 @@ def _load_api(args: argparse.Namespace) -> object:
             code_dir=args.code_dir.resolve(),
             timeout=args.function_timeout,
             route_selection_expression=args.route_selection_expression,
+            route_responses=args.route_response,
         )
     path = args.template or (REPO_TEMPLATE if REPO_TEMPLATE.exists() else None)
     if path is not None:
@@ -223,6 +232,13 @@ def serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)-5s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    if args.route_response and not args.route:
+        print(
+            "wschat serve: --route-response is for --route routes; a template's routes "
+            "have RouteResponse resources",
+            file=sys.stderr,
+        )
+        return 2
     try:
         api = _load_api(args)
     except (TemplateError, OSError) as exc:

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from tests.integration.conftest import REPO, ServeProcess, recv_until
+from tests.integration.conftest import REPO, ServeProcess, free_port, recv_until
 from websockets.sync.client import ClientConnection, connect
 
 from wschat.cli import OWN_ROUTES
@@ -51,12 +50,6 @@ RECONNECT_TIMEOUT_MS = 15_000
 
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ChatServer:
@@ -95,7 +88,7 @@ class ChatServer:
         run_dir = self.directory / f"run{self.runs}"  # each run keeps its own stderr
         run_dir.mkdir(parents=True, exist_ok=True)
         # ServeProcess passes --port 0 first; the --port here comes later and wins.
-        self.process = ServeProcess(self.args(), run_dir).wait_ready()
+        self.process = ServeProcess(self.args(), run_dir, cwd=REPO).wait_ready()
         assert self.process.websocket_url == self.websocket_url, self.process.stdout_lines
         return self
 

@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import expect
 from tests.browser.conftest import RECONNECT_TIMEOUT_MS, ChatServer, People, Person, say
 
-from wschat.cli import WEB_DIR
+from wschat.page import WEB_DIR
 
 pytestmark = pytest.mark.browser
 

@@ -68,7 +68,7 @@ def signed_in_chat(
         args += ["--parameter", f"OidcIssuer={pool.issuer}"]
         args += ["--parameter", f"OidcAudience={pool.client_id}"]
         args += ["--parameter", f"OidcMetadataUrl={login.metadata_url}"]
-        server = ServeProcess(args, directory).wait_ready()
+        server = ServeProcess(args, directory, cwd=REPO).wait_ready()
         try:
             assert f"  Sign-in:     {pool.issuer}" in server.stdout_lines
             yield SignInChat(pool, login, server, port)
@@ -347,7 +347,7 @@ def test_an_issuer_that_cannot_be_read_is_said_so_until_it_can(
             ("WSCHAT_OIDC_METADATA_URL", discovery.url),
         ):
             args += ["--env", f"{name}={value}"]
-        server = ServeProcess(args, tmp_path).wait_ready()
+        server = ServeProcess(args, tmp_path, cwd=REPO).wait_ready()
         context = browser.new_context()
         try:
             context.set_default_timeout(TIMEOUT_MS)

@@ -16,7 +16,6 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from tests.support.connections_endpoint import ConnectionsEndpoint, SigningCredentials
 from tests.support.events import lambda_context, websocket_event
 
 import wschat.delivery
@@ -25,6 +24,7 @@ from wschat.delivery.aws import ApiGatewaySender
 from wschat.delivery.base import DeliveryError, GoneConnection
 from wschat.handlers import _runtime, connect, send_message
 from wschat.storage.sqlite import SqliteStore
+from wschat.testing.connections_endpoint import ConnectionsEndpoint, SigningCredentials
 
 pytestmark = pytest.mark.integration
 

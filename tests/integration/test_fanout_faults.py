@@ -27,7 +27,6 @@ from typing import Any
 
 import pytest
 from tests.integration.conftest import REPO, RunningGateway, running_gateway, wait_for
-from tests.support.connections_endpoint import ConnectionsEndpoint
 from tests.support.sqs import depth, sqs_client
 
 from wschat.delivery.jobs import FanoutJob
@@ -36,6 +35,7 @@ from wschat.gateway.server import GatewayConfig
 from wschat.gateway.template import load_api
 from wschat.storage.base import Connection
 from wschat.storage.sqlite import SqliteStore
+from wschat.testing.connections_endpoint import ConnectionsEndpoint
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,6 @@ from typing import Any
 import boto3
 import pytest
 from tests.conftest import TEST_REGION
-from tests.support.connections_endpoint import ConnectionsEndpoint
-from tests.support.events import LambdaContext
 from tests.support.sqs import depth as queue_depth
 
 import wschat.delivery
@@ -27,6 +25,8 @@ from wschat.delivery.jobs import FanoutJob
 from wschat.handlers import _runtime, deliver
 from wschat.storage.base import Connection
 from wschat.storage.sqlite import SqliteStore
+from wschat.testing import lambda_context
+from wschat.testing.connections_endpoint import ConnectionsEndpoint
 
 pytestmark = pytest.mark.integration
 
@@ -112,7 +112,7 @@ def poll(sqs: Any, url: str, *, rounds: int = 60, quiet: int = 4) -> int:
                 for m in received
             ]
         }
-        reply = deliver.lambda_handler(event, LambdaContext(remaining_time_in_millis=3000))
+        reply = deliver.lambda_handler(event, lambda_context(remaining_ms=3000))
         invocations += 1
         failed = {item["itemIdentifier"] for item in reply["batchItemFailures"]}
         for message in received:

@@ -43,6 +43,7 @@ import pytest
 from tests.conftest import TEST_REGION
 from tests.integration.conftest import (
     PROJECT_TEMPLATE,
+    REPO,
     TIMEOUT,
     ServeProcess,
     wait_for,
@@ -70,7 +71,7 @@ def serve(
 ) -> ServeProcess:
     """``wschat serve`` with the project's template on ``port`` (the last --port wins)."""
     args = ["--template", str(PROJECT_TEMPLATE), "--port", str(port), *extra]
-    server = ServeProcess(args, directory, env)
+    server = ServeProcess(args, directory, env, cwd=REPO)
     try:
         return server.wait_ready(timeout=30)
     except BaseException:

@@ -167,6 +167,36 @@ def test_route_options_with_a_nested_route_selection_expression(tmp_path: Path) 
     assert {r["context"]["function_name"] for r in records} == {"app.on_message"}
 
 
+def test_a_route_response_sends_a_route_option_handlers_body_back(tmp_path: Path) -> None:
+    events = EventsLog(tmp_path / "events.jsonl")
+    args = ["--route", "$connect=app.on_connect", "--route", "count=app.on_message"]
+    args += ["--route", "whisper=app.on_message", "--route-response", "count"]
+    args += ["--code-dir", str(INSPECTOR), "--env", f"EVENTS_LOG={events.path}"]
+    args += ["--data-dir", str(tmp_path)]
+    with wschat_serve(args, tmp_path) as server, ws_connect(server.websocket_url) as ws:
+        ws.send(json.dumps({"action": "whisper"}))  # one-way: its body stays with the gateway
+        ws.send(json.dumps({"action": "count"}))
+        reply = json.loads(ws.recv(timeout=TIMEOUT))
+        assert set(reply) == {"count", "pid"}  # the first frame back is count's
+        with pytest.raises(TimeoutError):
+            ws.recv(timeout=0.3)  # and whisper's body never comes
+    assert [json.loads(r["event"]["body"])["action"] for r in events.records("message")] == [
+        "whisper",
+        "count",
+    ]
+
+
+def test_a_route_response_needs_route_options(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [*wschat_command(), "serve", "--route-response", "ping", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "--route-response is for --route routes" in result.stderr
+
+
 # --- a third-party app from its own template ------------------------------------------------------
 
 

@@ -19,12 +19,14 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from wschat.testing import LambdaContext, lambda_context
+
+__all__ = ["LambdaContext", "lambda_context"]  # the harness's, for the handlers' tests
 
 EVENTS_DIR = Path(__file__).resolve().parent.parent / "events"
 
@@ -134,34 +136,3 @@ def management_endpoint_of(event: dict[str, Any]) -> str:
     """The @connections endpoint API Gateway's docs derive from an event: ``https://{domainName}/{stage}``."""
     context = event["requestContext"]
     return f"https://{context['domainName']}/{context['stage']}"
-
-
-@dataclass
-class LambdaContext:
-    """What the Lambda runtime passes as ``context``: what handlers and powertools read."""
-
-    function_name: str = "wschat-send-message"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 256
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    remaining_time_in_millis: int = 29_000  # API Gateway's integration timeout
-
-    @property
-    def invoked_function_arn(self) -> str:
-        return f"arn:aws:lambda:ap-northeast-2:123456789012:function:{self.function_name}"
-
-    @property
-    def log_group_name(self) -> str:
-        return f"/aws/lambda/{self.function_name}"
-
-    @property
-    def log_stream_name(self) -> str:
-        return "2024/11/25/[$LATEST]0123456789abcdef0123456789abcdef"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_time_in_millis
-
-
-def lambda_context(function_name: str = "wschat-send-message") -> LambdaContext:
-    """A fresh Lambda context with its own aws_request_id."""
-    return LambdaContext(function_name=function_name)

@@ -499,6 +499,33 @@ def test_api_from_routes_errors(tmp_path: Path, routes: list[str], message: str)
         api_from_routes(routes, environment={}, code_dir=tmp_path, timeout=3.0)
 
 
+def test_route_responses_make_route_option_routes_two_way(tmp_path: Path) -> None:
+    api = api_from_routes(
+        ["$connect=app.fn", "ping=app.fn", "say=app.fn"],
+        environment={},
+        code_dir=tmp_path,
+        timeout=3.0,
+        route_responses=["ping"],
+    )
+    assert {key for key, route in api.routes.items() if route.two_way} == {"ping"}
+
+
+@pytest.mark.parametrize(
+    ("route_key", "message"),
+    [
+        ("pong", "no --route has that key"),
+        ("$connect", "only message routes reply"),
+        ("$disconnect", "only message routes reply"),
+    ],
+)
+def test_route_responses_need_a_message_route(tmp_path: Path, route_key: str, message: str) -> None:
+    routes = ["$connect=app.fn", "$disconnect=app.fn", "ping=app.fn"]
+    with pytest.raises(TemplateError, match=message):
+        api_from_routes(
+            routes, environment={}, code_dir=tmp_path, timeout=3.0, route_responses=[route_key]
+        )
+
+
 def test_api_from_routes_needs_an_existing_code_dir(tmp_path: Path) -> None:
     with pytest.raises(TemplateError, match="does not exist"):
         api_from_routes(["a=app.fn"], environment={}, code_dir=tmp_path / "no", timeout=3.0)

@@ -29,8 +29,12 @@ class ConnectionRegistry:
     def __len__(self) -> int:
         return len(self._open)
 
-    def __iter__(self) -> Iterator[WebSocketConnection]:
-        return iter(list(self._open.values()))
+    def __iter__(self) -> Iterator[str]:
+        """The open connections' ids (a snapshot: closing one while iterating is safe)."""
+        return iter(list(self._open))
+
+    def snapshot(self) -> list[WebSocketConnection]:
+        return list(self._open.values())
 
     def __contains__(self, connection_id: object) -> bool:
         return connection_id in self._open
@@ -84,13 +88,13 @@ class ConnectionRegistry:
         return True
 
     def close_all(self) -> None:
-        for ws in self:
+        for ws in self.snapshot():
             ws.close(*GOING_AWAY)
 
     def close_expired(self, limits: core.Limits) -> None:
         """Close what has been idle, or open, longer than API Gateway allows."""
         now = time.monotonic()
-        for ws in self:
+        for ws in self.snapshot():
             if (
                 now - ws.opened_at >= limits.max_connection_duration
                 or now - ws.last_active >= limits.idle_timeout

@@ -15,13 +15,14 @@ import hashlib
 import json
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, Final
 
 import yaml
 
 from wschat.gateway.authorizers import AuthorizerConfigError, check_identity_sources
+from wschat.gateway.core import CONNECT, DISCONNECT
 from wschat.gateway.intrinsics import FUNCTION_TYPES, QUEUE_TYPE, Resolver, TemplateError
 from wschat.gateway.spec import (
     DEFAULT_MEMORY_MB,
@@ -661,9 +662,12 @@ def api_from_routes(
     timeout: float,
     route_selection_expression: str = DEFAULT_ROUTE_SELECTION,
     name: str = "local",
+    route_responses: Collection[str] = (),
 ) -> ApiSpec:
     """An API from ``--route`` options: one function per distinct handler, all sharing
-    ``environment``, ``code_dir`` and ``timeout``."""
+    ``environment``, ``code_dir`` and ``timeout``. The routes in ``route_responses`` are
+    two-way, as a route with a route response is on API Gateway: the handler's returned
+    ``body`` goes back to the sender."""
     if not routes:
         raise TemplateError("--route: give at least one route, e.g. '$default=app.handler'")
     if not code_dir.is_dir():
@@ -684,5 +688,11 @@ def api_from_routes(
                 timeout=timeout,
             ),
         )
-        specs[route_key] = RouteSpec(route_key, function)
+        specs[route_key] = RouteSpec(route_key, function, two_way=route_key in route_responses)
+    for route_key in route_responses:
+        if route_key not in specs:
+            raise TemplateError(f"--route-response {route_key!r}: no --route has that key")
+        if route_key in (CONNECT, DISCONNECT):
+            # $connect's answer is the handshake, and $disconnect's client is gone.
+            raise TemplateError(f"--route-response {route_key!r}: only message routes reply")
     return ApiSpec(name=name, routes=specs, route_selection_expression=route_selection_expression)

@@ -20,7 +20,6 @@ import os
 import queue
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -29,28 +28,7 @@ from typing import Any
 from wschat.delivery import local
 from wschat.delivery.base import DeliveryError, FanoutResult, GoneConnection
 from wschat.gateway import ipc
-
-
-class LambdaContext:
-    """The context object Lambda passes as the handler's second argument."""
-
-    def __init__(
-        self, request_id: str, function_name: str, memory_mb: int, deadline_ms: int
-    ) -> None:
-        region = os.environ.get("AWS_REGION", "us-east-1")
-        self.aws_request_id = request_id
-        self.function_name = function_name
-        self.function_version = "$LATEST"
-        self.invoked_function_arn = f"arn:aws:lambda:{region}:123456789012:function:{function_name}"
-        self.memory_limit_in_mb = str(memory_mb)  # a string on Lambda too
-        self.log_group_name = f"/aws/lambda/{function_name}"
-        self.log_stream_name = f"local/[$LATEST]{os.getpid()}"
-        self.identity = None
-        self.client_context = None
-        self._deadline_ms = deadline_ms
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, self._deadline_ms - int(time.time() * 1000))
+from wschat.gateway.lambda_context import LambdaContext
 
 
 class PipeChannel:
