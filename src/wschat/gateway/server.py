@@ -24,6 +24,7 @@ from typing import Any
 from wschat.delivery.sigv4 import Credentials
 from wschat.gateway import authorizers, core, http, iam, management, sqs_api
 from wschat.gateway.connection import ClientProtocol, WebSocketConnection, frame_for
+from wschat.gateway.debugging import DebugTarget
 from wschat.gateway.event_sources import EventSourceCounters, Poller
 from wschat.gateway.queues import QueueError, QueueStore
 from wschat.gateway.spec import ApiSpec, AuthorizerSpec, FunctionSpec, RouteSpec
@@ -61,6 +62,9 @@ class GatewayConfig:
     # The SQS queues' file (``wschat serve`` puts it in the data dir, so what is queued
     # survives a restart); None keeps them in memory for this run only.
     queue_store_path: Path | None = None
+    # Functions run under debugpy (--debug), by FunctionSpec.name; their timeouts stop while
+    # a debugger holds them.
+    debug: dict[str, DebugTarget] = field(default_factory=dict)
 
 
 def _iso(epoch_seconds: float) -> str:
@@ -172,6 +176,7 @@ class Gateway:
                 self._function_env(function),
                 self.handle_channel_call,
                 max_workers=self.config.max_workers_per_function,
+                debug=self.config.debug.get(function.name),
             )
         results = await asyncio.gather(
             *(pool.warm_up() for pool in self.pools.values()), return_exceptions=True
@@ -439,8 +444,7 @@ class Gateway:
         event = authorizers.request_event(arn, ws.info.headers, query, context["requestContext"])
         pool = self.pools[authorizer.function.name]
         task = asyncio.ensure_future(pool.invoke(event))
-        done, _ = await asyncio.wait({task}, timeout=self.config.limits.integration_timeout)
-        if not done:
+        if not await pool.wait_within(task, self.config.limits.integration_timeout):
             return authorizers.Decision(500, reason="the authorizer timed out")
         result = task.result()
         if not result.ok:
@@ -451,9 +455,11 @@ class Gateway:
         self, route: RouteSpec, event: dict[str, Any]
     ) -> InvocationResult | None:
         """The invocation's result, or None when API Gateway would have stopped waiting (29 s);
-        the function itself runs on until its own timeout, as on AWS."""
+        the function itself runs on until its own timeout, as on AWS. The wait stops while a
+        debugger holds the function (wschat serve --debug)."""
         task = asyncio.ensure_future(self.invoke(route, event))
-        done, _ = await asyncio.wait({task}, timeout=self.config.limits.integration_timeout)
+        pool = self.pools[route.function.name]
+        done = await pool.wait_within(task, self.config.limits.integration_timeout)
         return task.result() if done else None
 
     def connection_opened(self, ws: WebSocketConnection) -> None:

@@ -7,7 +7,8 @@ tears down an environment. The worker registers the local fast path so wschat's 
 post to connections over this pipe instead of one HTTP request per recipient.
 
 Run as ``python -m wschat.gateway.worker_main``; configured by ``WSCHAT_WORKER_*`` variables,
-which are removed from the environment before the handler module is imported.
+which are removed from the environment before the handler module is imported. With
+``WSCHAT_WORKER_DEBUG_PORT`` it runs under debugpy first (``worker_debug.WorkerDebugger``).
 """
 
 from __future__ import annotations
@@ -28,14 +29,19 @@ from typing import Any
 
 from wschat.delivery import local
 from wschat.delivery.base import DeliveryError, FanoutResult, GoneConnection
-from wschat.gateway import ipc
+from wschat.gateway import ipc, worker_debug
 
 
 class LambdaContext:
     """The context object Lambda passes as the handler's second argument."""
 
     def __init__(
-        self, request_id: str, function_name: str, memory_mb: int, deadline_ms: int
+        self,
+        request_id: str,
+        function_name: str,
+        memory_mb: int,
+        deadline_ms: int,
+        held_ms: Callable[[], float] | None = None,
     ) -> None:
         region = os.environ.get("AWS_REGION", "us-east-1")
         self.aws_request_id = request_id
@@ -48,9 +54,13 @@ class LambdaContext:
         self.identity = None
         self.client_context = None
         self._deadline_ms = deadline_ms
+        # Under a debugger the clock stops while it holds the worker, as the gateway's does.
+        self._held_ms = held_ms or (lambda: 0.0)
+        self._held_at_start = self._held_ms()
 
     def get_remaining_time_in_millis(self) -> int:
-        return max(0, self._deadline_ms - int(time.time() * 1000))
+        held = self._held_ms() - self._held_at_start
+        return max(0, self._deadline_ms + int(held) - int(time.time() * 1000))
 
 
 class PipeChannel:
@@ -143,6 +153,7 @@ class Worker:
         self._write_lock = threading.Lock()
         self._invocations: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.channel = PipeChannel(self.write)
+        self.debugger = worker_debug.WorkerDebugger.from_env(env, self.write)
         for endpoint in endpoints:
             local.register_channel(endpoint, self.channel)
         # Like Lambda's /var/task: the code directory is the working directory and on sys.path.
@@ -201,6 +212,8 @@ class Worker:
                     self.channel.resolve(message)
 
     def serve(self) -> None:
+        if self.debugger is not None:
+            self.debugger.start()
         self.load_handler()
         threading.Thread(target=self.read_loop, name="ipc-reader", daemon=True).start()
         self.write({"op": "ready", "ok": self.init_error is None})
@@ -213,7 +226,11 @@ class Worker:
             return {**reply, "ok": False, "error": self.init_error}
         ctx = message["context"]
         context = LambdaContext(
-            ctx["request_id"], self.function_name, self.memory_mb, int(ctx["deadline_ms"])
+            ctx["request_id"],
+            self.function_name,
+            self.memory_mb,
+            int(ctx["deadline_ms"]),
+            self.debugger.held_ms if self.debugger is not None else None,
         )
         try:
             value = self.handler(message["event"], context)
