@@ -263,6 +263,7 @@ def _debug_targets(args: argparse.Namespace, api: ApiSpec) -> dict[str, DebugTar
         raise ValueError("--debug-wait needs --debug FUNCTION")
     targets = debugging.parse_targets(args.debug, wait=args.debug_wait)
     debugging.check_functions(targets, (function.name for function in api.functions))
+    debugging.check_ports_free(targets.values())
     if targets:
         import importlib.util
 

@@ -4,6 +4,7 @@ function (``wait_pausing``), on a real event loop with real time."""
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 
@@ -11,6 +12,7 @@ from wschat.gateway.debugging import (
     DebuggerState,
     DebugTarget,
     check_functions,
+    check_ports_free,
     parse_targets,
     wait_pausing,
 )
@@ -84,3 +86,12 @@ def test_the_deadline_stops_while_a_debugger_holds_and_runs_on_after() -> None:
         return finished, timed_out and 0.45 < loop.time() - started < 1.0
 
     assert asyncio.run(scenario()) == (True, True)
+
+
+def test_a_port_in_use_is_refused_at_start_up() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ValueError, match=f"A: 127.0.0.1:{port} is in use"):
+            check_ports_free([DebugTarget("A", port)])

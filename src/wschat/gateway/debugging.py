@@ -15,6 +15,7 @@ while a debugger holds the function). The worker's side is ``worker_debug``.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +88,21 @@ def check_functions(targets: Iterable[str], known: Iterable[str]) -> None:
             f"--debug: no function named {', '.join(unknown)}; "
             f"the functions are: {', '.join(names) or '(none)'}"
         )
+
+
+def check_ports_free(targets: Iterable[DebugTarget]) -> None:
+    """Raise ValueError when a target's port is taken now: said at start-up, not as a
+    worker that cannot listen at its first invocation."""
+    for target in targets:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # As debugpy binds: a port left in TIME_WAIT by a previous session is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((HOST, target.port))
+            except OSError as exc:
+                raise ValueError(
+                    f"--debug {target.function}: {target.address} is in use ({exc.strerror})"
+                ) from None
 
 
 class DebuggerState:
