@@ -1,7 +1,8 @@
 """``wschat serve --debug``: a real DAP client (tests/support/dap.py, as VS Code speaks to
 debugpy) attaches to a function's worker over TCP, stops at a breakpoint in a handler invoked
 through a WebSocket message, and sits there longer than the function's timeout (1 s) and the
-integration timeout (2 s here): the caller still gets the handler's reply. Without a debugger
+integration timeout (2 s here): the caller still gets the handler's reply (a handshake held at
+a breakpoint in the ``$connect`` authorizer still opens). Without a debugger
 both timeouts fire, and the port listens again on the replaced worker; a code reload listens
 on the same port; ``--debug-wait`` holds the import until the debugger is there."""
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -144,6 +146,37 @@ def test_debug_wait_imports_the_handler_only_once_the_debugger_is_there() -> Non
             stopped = dap.event("stopped", timeout=TIMEOUT)  # in module code: imported now
             dap.resume(stopped["body"]["threadId"])
             assert recv_json(ws).get("say") == "first"
+
+
+def test_a_breakpoint_in_the_connect_authorizer_holds_the_handshake(tmp_path: Path) -> None:
+    app = APPS / "authorized"
+    port = free_port()
+    api = load_api(app / "template.yaml", parameters={"SeenLog": str(tmp_path / "seen.jsonl")})
+    config = GatewayConfig(
+        api=api,
+        limits=core.Limits(integration_timeout=INTEGRATION_TIMEOUT),
+        debug=parse_targets([f"AuthorizerFunction:{port}"]),
+        shutdown_timeout=5.0,
+    )
+    first_line = _line_of(app / "app.py", '_seen({"route": "authorizer"')
+    handshake: list[Any] = []
+    with running_gateway(config) as running, DapClient("127.0.0.1", port) as dap:
+        dap.attach({str(app / "app.py"): [first_line]})
+
+        def connect() -> None:
+            try:
+                with running.connect("?token=allow-ada", open_timeout=30) as ws:
+                    handshake.append(ws.response.status_code)
+            except Exception as exc:
+                handshake.append(exc)
+
+        client = threading.Thread(target=connect)
+        client.start()
+        stopped = dap.event("stopped", timeout=TIMEOUT)
+        time.sleep(3.5)  # past the authorizer's Timeout (3 s) and the integration timeout
+        dap.resume(stopped["body"]["threadId"])
+        client.join(TIMEOUT)
+    assert handshake == [101]
 
 
 # --- wschat serve --debug as a process -------------------------------------------------------
