@@ -1,7 +1,8 @@
 """The ``wschat`` command: ``serve`` runs the local gateway, ``client`` chats in a terminal,
 ``token`` issues a token for a chat with auth on.
 
-This module only parses arguments and builds a GatewayConfig; the gateway owns the lifecycle.
+This module only parses arguments and builds a GatewayConfig; the gateway owns the lifecycle,
+and ``wschat.local`` what serving the chat itself adds to it.
 """
 
 from __future__ import annotations
@@ -16,12 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from wschat.chat import registry
-from wschat.page import WEB_DIR
 
 if TYPE_CHECKING:
     from wschat.gateway.debugging import DebugTarget
     from wschat.gateway.spec import ApiSpec
-    from wschat.page import SignInSettings
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_TEMPLATE = PACKAGE_DIR.parent.parent / "template.yaml"
@@ -94,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_env_pair,
         default=[],
         metavar="NAME=VALUE",
-        help="environment variable for --route functions (repeatable)",
+        help="environment variable for every function, over the template's own (repeatable); "
+        "e.g. AWS_ENDPOINT_URL_DYNAMODB=http://127.0.0.1:5000 for a local DynamoDB",
     )
     serve.add_argument(
         "--code-dir",
@@ -227,34 +227,6 @@ def _load_api(args: argparse.Namespace) -> object:
     )
 
 
-def _forget_stale_connections(path: Path) -> None:
-    """No connection outlives the gateway: records a killed one left behind are stale."""
-    from wschat.storage import StoreError
-    from wschat.storage.sqlite import SqliteStore
-
-    try:
-        store = SqliteStore(path)
-        stale = store.remove_all_connections()
-        store.close()
-    except StoreError as exc:
-        logging.getLogger("wschat.gateway").warning("could not clear old connections: %s", exc)
-        return
-    if stale:
-        logging.getLogger("wschat.gateway").info("forgot %d connections of a previous run", stale)
-
-
-def _page_sign_in(api: ApiSpec) -> SignInSettings | None:
-    """The page's sign-in settings: those of the first function (in the template's order) whose
-    environment names an issuer, as the template's parameters resolved it; None without one."""
-    from wschat.page import SignInSettings
-
-    for function in api.functions:
-        settings = SignInSettings.from_env(function.environment)
-        if settings is not None:
-            return settings
-    return None
-
-
 def _debug_targets(args: argparse.Namespace, api: ApiSpec) -> dict[str, DebugTarget]:
     """--debug's functions and ports, checked against the API's functions (ValueError)."""
     from wschat.gateway import debugging
@@ -273,6 +245,7 @@ def _debug_targets(args: argparse.Namespace, api: ApiSpec) -> dict[str, DebugTar
 
 
 def serve(args: argparse.Namespace) -> int:
+    from wschat import local
     from wschat.auth import AuthMisconfigured
     from wschat.gateway import core, iam, tls
     from wschat.gateway.server import Gateway, GatewayConfig
@@ -290,8 +263,9 @@ def serve(args: argparse.Namespace) -> int:
         print(f"wschat serve: {exc}", file=sys.stderr)
         return 2
     assert isinstance(api, ApiSpec)
+    chat = local.serves_the_chat(api)
     try:
-        sign_in = _page_sign_in(api)
+        sign_in = local.page_sign_in(api) if chat else None
     except AuthMisconfigured as exc:
         print(f"wschat serve: the chat page's sign-in: {exc}", file=sys.stderr)
         return 2
@@ -311,12 +285,10 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     data_dir: Path = args.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    function_env = {"WSCHAT_STORE": args.store}
+    function_env = local.store_environment(args.store, data_dir) if chat else {}
     if args.log_level:
         function_env["LOG_LEVEL"] = args.log_level.upper()
-    if args.store == "sqlite":
-        function_env["WSCHAT_SQLITE_PATH"] = str(data_dir / "wschat.sqlite3")
-        _forget_stale_connections(data_dir / "wschat.sqlite3")
+    function_env.update(args.env)  # what the command line says wins over the template
     config = GatewayConfig(
         api=api,
         host=args.host,
@@ -329,8 +301,6 @@ def serve(args: argparse.Namespace) -> int:
             max_connection_duration=args.max_duration,
             integration_timeout=args.integration_timeout,
         ),
-        static_dir=WEB_DIR,
-        sign_in=sign_in,
         function_env=function_env,
         max_workers_per_function=args.concurrency,
         management_credentials=credentials,
@@ -351,13 +321,18 @@ def serve(args: argparse.Namespace) -> int:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
         gateway = Gateway(config)
+        if chat:
+            local.mount_page(gateway, sign_in)
         await gateway.start()
-        print(f"wschat gateway ({api.name}, {len(api.routes)} routes, store: {args.store})")
+        store = f", store: {args.store}" if chat else ""
+        print(f"wschat gateway ({api.name}, {len(api.routes)} routes{store})")
         print(f"  WebSocket:   {gateway.websocket_url}")
         print(f"  @connections: {gateway.management_url}/@connections/{{connectionId}}")
-        print(f"  Chat page:   {gateway.page_url}")
-        if config.sign_in is not None:
-            print(f"  Sign-in:     {config.sign_in.issuer}")
+        if chat:
+            print(f"  Chat page:   {gateway.http_url}")
+        print(f"  Health:      {gateway.http_url}healthz")
+        if sign_in is not None:
+            print(f"  Sign-in:     {sign_in.issuer}")
         if api.queues:
             names = ", ".join(sorted(api.queues))
             print(f"  SQS:         {gateway.sqs_endpoint} ({names})")

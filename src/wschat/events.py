@@ -1,73 +1,64 @@
-"""Read-only typed views of API Gateway WebSocket events, as Lambda receives them.
+"""The typed view of API Gateway WebSocket events the handlers read: powertools' own
+(``APIGatewayWebSocketEvent``: ``request_context.*``, ``headers``, ``decoded_body``, ...) with
+the few things every chat handler reads in short names, and where the chat reads an event
+differently from powertools:
 
-Required keys raise ``KeyError`` when missing (API Gateway always sends them); optional ones
-return None. The raw dict stays available as ``.raw``.
+- ``text``: a binary frame's body decoded leniently (bad base64 or UTF-8 reaches the protocol
+  as a frame that is not JSON, answered with an error, rather than an exception);
+- ``query``: the query string as sent (names are case-sensitive on API Gateway, where
+  powertools' ``query_string_parameters`` matches them case-insensitively);
+- ``disconnect_status_code`` as an int, whatever type it arrives as;
+- ``authorizer``: what the ``$connect`` authorizer allowed, on every event of the connection.
+
+Required keys raise ``KeyError`` when missing (API Gateway always sends them); ``raw_event``
+is the event as Lambda passed it.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
 from typing import Any
 
+from aws_lambda_powertools.utilities.data_classes import APIGatewayWebSocketEvent
 
-class WebSocketEvent:
+
+class WebSocketEvent(APIGatewayWebSocketEvent):
     """One ``$connect``, ``$disconnect`` or message event."""
 
-    __slots__ = ("_context", "raw")
-
-    def __init__(self, raw: Mapping[str, Any]) -> None:
-        self.raw = raw
-        self._context: Mapping[str, Any] = raw["requestContext"]
+    def __init__(self, raw: dict[str, Any]) -> None:
+        super().__init__(raw)
+        self.context = self.request_context  # read once; KeyError without requestContext
 
     @property
     def connection_id(self) -> str:
-        return str(self._context["connectionId"])
+        return str(self.context.connection_id)
 
     @property
     def route_key(self) -> str:
-        return str(self._context["routeKey"])
-
-    @property
-    def event_type(self) -> str:
-        return str(self._context["eventType"])
-
-    @property
-    def request_id(self) -> str:
-        return str(self._context.get("requestId", ""))
+        return str(self.context.route_key)
 
     @property
     def domain_name(self) -> str:
-        return str(self._context["domainName"])
+        return str(self.context.domain_name)
 
     @property
     def stage(self) -> str:
-        return str(self._context["stage"])
+        return str(self.context.stage)
 
     @property
     def connected_at(self) -> int:
         """Epoch milliseconds."""
-        return int(self._context["connectedAt"])
+        return int(self.context.connected_at)
 
     @property
-    def request_time_epoch(self) -> int:
-        return int(self._context.get("requestTimeEpoch", self.connected_at))
-
-    @property
-    def source_ip(self) -> str | None:
-        identity = self._context.get("identity") or {}
-        value = identity.get("sourceIp")
-        return None if value is None else str(value)
-
-    @property
-    def body(self) -> str | None:
+    def text(self) -> str | None:
         """The message text; binary frames arrive base64-encoded and are decoded leniently."""
-        body = self.raw.get("body")
+        body = self.get("body")
         if body is None:
             return None
-        if self.raw.get("isBase64Encoded"):
-            import base64
-            import binascii
-
+        if self.get("isBase64Encoded"):
             try:
                 return base64.b64decode(body, validate=True).decode("utf-8", errors="replace")
             except (binascii.Error, ValueError):
@@ -76,25 +67,15 @@ class WebSocketEvent:
 
     @property
     def query(self) -> Mapping[str, str]:
-        return self.raw.get("queryStringParameters") or {}
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        return self.raw.get("headers") or {}
+        return self.get("queryStringParameters") or {}
 
     @property
     def disconnect_status_code(self) -> int | None:
-        value = self._context.get("disconnectStatusCode")
+        value = self.context.disconnect_status_code
         return None if value is None else int(value)
 
     @property
-    def disconnect_reason(self) -> str | None:
-        value = self._context.get("disconnectReason")
-        return None if value is None else str(value)
-
-    @property
     def authorizer(self) -> Mapping[str, Any] | None:
-        """What the ``$connect`` authorizer allowed: ``principalId`` and its ``context``
-        values, on every event of the connection; None without an authorizer."""
-        value = self._context.get("authorizer")
+        """``principalId`` and the authorizer's ``context`` values; None without one."""
+        value = self.context.get("authorizer")
         return value if isinstance(value, Mapping) else None

@@ -26,7 +26,7 @@ def bind_invocation(event: WebSocketEvent, context: Any) -> Logger:
     logger.clear_state()
     logger.append_keys(
         connection_id=event.connection_id,
-        request_id=event.request_id,
+        request_id=event.context.get("requestId", ""),
         route=event.route_key,
         function_request_id=getattr(context, "aws_request_id", None),
     )

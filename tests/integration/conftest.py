@@ -299,7 +299,7 @@ def inspector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGatew
 
 # --- `wschat serve` as a process ---------------------------------------------------------------
 
-_URL_LINE = re.compile(r"^\s+(WebSocket|@connections|Chat page|CA bundle):\s+(\S+)")
+_URL_LINE = re.compile(r"^\s+(WebSocket|@connections|Chat page|Health|CA bundle):\s+(\S+)")
 
 
 def wschat_command() -> list[str]:

@@ -31,9 +31,8 @@ from tests.integration.conftest import TIMEOUT, raw_upgrade, wait_for
 from tests.support.chat_client import ChatClient
 from tests.support.fuzz import has_lone_surrogate, json_values, odd_text, valid_frames
 
-from wschat import protocol
+from wschat import local, protocol
 from wschat.chat import registry
-from wschat.page import WEB_DIR, ChatPage
 
 if TYPE_CHECKING:
     from tests.integration.chat_fixtures import ChatGateway
@@ -589,14 +588,11 @@ def test_static_paths_that_name_no_file_are_404_not_a_server_error(
     chat: ChatGateway, path: bytes
 ) -> None:
     gateway = chat.running.gateway
-    gateway.page = ChatPage(gateway.websocket_url, web_dir=WEB_DIR)  # as wschat serve has it
-    try:
-        response = http_exchange(chat, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert status_of(response) == 404
-        page = http_exchange(chat, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert status_of(page) == 200  # the page itself is served
-    finally:
-        gateway.page = None
+    chat.running.call(lambda: local.mount_page(gateway, None))  # as wschat serve has it
+    response = http_exchange(chat, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status_of(response) == 404
+    page = http_exchange(chat, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status_of(page) == 200  # the page itself is served
 
 
 def _client_count(chat: ChatGateway) -> int:

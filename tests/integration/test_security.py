@@ -567,8 +567,8 @@ def test_functions_get_the_management_credentials_as_their_aws_keys(
         function_env={"AWS_ACCESS_KEY_ID": "set-by-a-test", "AWS_SECRET_ACCESS_KEY": "x"},
     )
 
-    env = Gateway(config)._function_env(api.functions[0])
-    plain = Gateway(GatewayConfig(api=api))._function_env(api.functions[0])
+    env = Gateway(config).lambda_environment().of(api.functions[0])
+    plain = Gateway(GatewayConfig(api=api)).lambda_environment().of(api.functions[0])
 
     assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == (ACCESS_KEY, SECRET_KEY)
     assert "AWS_SESSION_TOKEN" not in env  # it belonged to other keys

@@ -1,5 +1,6 @@
-"""WebSocketEvent, the typed view of API Gateway's events, read over the sample events; and the
-samples themselves, which must look like what API Gateway sends."""
+"""WebSocketEvent, the typed view of API Gateway's events (powertools' APIGatewayWebSocketEvent
+with the chat's short names and readings), read over the sample events; and the samples
+themselves, which must look like what API Gateway sends."""
 
 from __future__ import annotations
 
@@ -30,30 +31,31 @@ def test_connect_event_reads_every_property() -> None:
 
     assert ws.connection_id == "Cq3vTfXwoE0CIeQ="
     assert ws.route_key == "$connect"
-    assert ws.event_type == "CONNECT"
-    assert ws.request_id == "Cq3vTGbdoE0FgAw="
+    assert ws.context.event_type == "CONNECT"
+    assert ws.context.request_id == "Cq3vTGbdoE0FgAw="
     assert ws.domain_name == DOMAIN
     assert ws.stage == "prod"
     assert ws.connected_at == 1732498512345
-    assert ws.request_time_epoch == 1732498512351
-    assert ws.source_ip == "203.0.113.25"
-    assert ws.body is None
+    assert ws.context.request_time_epoch == 1732498512351
+    assert ws.context.identity.source_ip == "203.0.113.25"
+    assert ws.text is None
     assert ws.query == {"name": "minji"}
     assert ws.headers["Sec-WebSocket-Version"] == "13"
-    assert ws.headers["Host"] == DOMAIN
+    assert ws.headers["host"] == DOMAIN  # headers are case-insensitive, as HTTP's are
     assert ws.disconnect_status_code is None
-    assert ws.disconnect_reason is None
+    assert ws.context.disconnect_reason is None
 
 
 def test_message_event_reads_the_seed_frame() -> None:
     ws = WebSocketEvent(load_event("send_message"))
 
     assert ws.route_key == "sendMessage"
-    assert ws.event_type == "MESSAGE"
-    assert ws.request_id == "Cq3xKE2hoE0FrDg="
+    assert ws.context.event_type == "MESSAGE"
+    assert ws.context.request_id == "Cq3xKE2hoE0FrDg="
     assert ws.connected_at == 1732498512345
-    assert ws.request_time_epoch == 1732498525120
-    assert json.loads(ws.body or "") == {"action": "sendMessage", "message": "hi"}
+    assert ws.context.request_time_epoch == 1732498525120
+    assert json.loads(ws.text or "") == {"action": "sendMessage", "message": "hi"}
+    assert ws.json_body == {"action": "sendMessage", "message": "hi"}  # powertools' own
     assert ws.query == {}
     assert ws.headers == {}
 
@@ -62,18 +64,18 @@ def test_default_event_reads_its_route() -> None:
     ws = WebSocketEvent(load_event("default"))
 
     assert ws.route_key == "$default"
-    assert ws.event_type == "MESSAGE"
-    assert json.loads(ws.body or "")["action"] == "shout"
+    assert ws.context.event_type == "MESSAGE"
+    assert json.loads(ws.text or "")["action"] == "shout"
 
 
 def test_disconnect_event_reads_close_code_and_reason() -> None:
     ws = WebSocketEvent(load_event("disconnect"))
 
     assert ws.route_key == "$disconnect"
-    assert ws.event_type == "DISCONNECT"
+    assert ws.context.event_type == "DISCONNECT"
     assert ws.disconnect_status_code == 1005
-    assert ws.disconnect_reason == "Client-side close frame status not set"
-    assert ws.body is None
+    assert ws.context.disconnect_reason == "Client-side close frame status not set"
+    assert ws.text is None
 
 
 def test_disconnect_code_given_as_text_reads_as_int() -> None:
@@ -86,11 +88,11 @@ def test_binary_message_body_is_decoded_from_base64() -> None:
     event = websocket_event("sendMessage", '{"message":"바이너리"}'.encode())
     assert event["isBase64Encoded"] is True
 
-    assert WebSocketEvent(event).body == '{"message":"바이너리"}'
+    assert WebSocketEvent(event).text == '{"message":"바이너리"}'
 
 
 def test_binary_message_that_is_not_utf8_decodes_with_replacement_characters() -> None:
-    body = WebSocketEvent(load_event("send_message_binary")).body
+    body = WebSocketEvent(load_event("send_message_binary")).text
 
     assert body is not None
     assert "\ufffd" in body
@@ -99,13 +101,15 @@ def test_binary_message_that_is_not_utf8_decodes_with_replacement_characters() -
 def test_raw_event_stays_available() -> None:
     event = load_event("send_message")
 
-    assert WebSocketEvent(event).raw is event
+    assert WebSocketEvent(event).raw_event is event
 
 
-def test_request_time_falls_back_to_connected_at() -> None:
-    ws = WebSocketEvent(load_event("send_message", requestContext={"requestTimeEpoch": MISSING}))
+def test_query_names_are_case_sensitive_as_on_api_gateway() -> None:
+    event = load_event("connect")
+    event["queryStringParameters"] = {"Name": "x"}
+    ws = WebSocketEvent(event)
 
-    assert ws.request_time_epoch == ws.connected_at
+    assert "name" not in ws.query and ws.query["Name"] == "x"
 
 
 def test_null_query_and_headers_read_as_empty() -> None:
@@ -113,13 +117,6 @@ def test_null_query_and_headers_read_as_empty() -> None:
 
     assert ws.query == {}
     assert ws.headers == {}
-
-
-def test_missing_source_ip_reads_as_none() -> None:
-    assert (
-        WebSocketEvent(load_event("connect", requestContext={"identity": MISSING})).source_ip
-        is None
-    )
 
 
 # --- required keys ----------------------------------------------------------------------------
@@ -135,7 +132,7 @@ def test_event_without_request_context_raises_key_error() -> None:
     [
         ("connectionId", lambda ws: ws.connection_id),
         ("routeKey", lambda ws: ws.route_key),
-        ("eventType", lambda ws: ws.event_type),
+        ("eventType", lambda ws: ws.context.event_type),
         ("domainName", lambda ws: ws.domain_name),
         ("stage", lambda ws: ws.stage),
         ("connectedAt", lambda ws: ws.connected_at),
@@ -230,7 +227,11 @@ def test_load_event_merges_request_context_overrides() -> None:
 def test_websocket_event_matches_its_route(route_key: str, event_type: str) -> None:
     ws = WebSocketEvent(websocket_event(route_key, connection_id="abc="))
 
-    assert (ws.route_key, ws.event_type, ws.connection_id) == (route_key, event_type, "abc=")
+    assert (ws.route_key, ws.context.event_type, ws.connection_id) == (
+        route_key,
+        event_type,
+        "abc=",
+    )
 
 
 def test_websocket_events_get_fresh_request_and_message_ids() -> None:

@@ -6,6 +6,7 @@ which mistake it makes.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -726,3 +727,220 @@ def test_sqs_template_mistakes_are_template_errors(
 def test_route_options_have_no_queues(tmp_path: Path) -> None:
     api = api_from_routes(["$default=app.h"], environment={}, code_dir=tmp_path, timeout=3.0)
     assert api.queues == {} and api.event_sources == []
+
+
+# --- CDK output: code as assets beside the template ---------------------------------------------
+
+ASSET = "asset.0123abcd"
+CDK_S3_CODE: dict[str, Any] = {
+    "S3Bucket": {"Fn::Sub": "cdk-hnb659fds-assets-${AWS::AccountId}-${AWS::Region}"},
+    "S3Key": "0123abcd.zip",
+}
+
+
+def cdk_template(function: dict[str, Any]) -> dict[str, Any]:
+    """A template shaped as ``cdk synth`` writes one: one $default route to ``function``
+    (logical id Fn), CDKMetadata under a region condition, the bootstrap version check."""
+    invocation_uri = {
+        "Fn::Join": [
+            "",
+            [
+                "arn:",
+                {"Ref": "AWS::Partition"},
+                ":apigateway:",
+                {"Ref": "AWS::Region"},
+                ":lambda:path/2015-03-31/functions/",
+                {"Fn::GetAtt": ["Fn", "Arn"]},
+                "/invocations",
+            ],
+        ]
+    }
+    regions = [{"Fn::Equals": [{"Ref": "AWS::Region"}, r]} for r in ("us-east-1", "eu-west-1")]
+    return {
+        "Resources": {
+            "Api": {
+                "Type": "AWS::ApiGatewayV2::Api",
+                "Properties": {"Name": "Api", "ProtocolType": "WEBSOCKET"},
+            },
+            "Route": {
+                "Type": "AWS::ApiGatewayV2::Route",
+                "Properties": {
+                    "ApiId": {"Ref": "Api"},
+                    "RouteKey": "$default",
+                    "Target": {"Fn::Join": ["", ["integrations/", {"Ref": "Integration"}]]},
+                },
+            },
+            "Integration": {
+                "Type": "AWS::ApiGatewayV2::Integration",
+                "Properties": {
+                    "ApiId": {"Ref": "Api"},
+                    "IntegrationType": "AWS_PROXY",
+                    "IntegrationUri": invocation_uri,
+                },
+            },
+            "Role": {"Type": "AWS::IAM::Role", "Properties": {"AssumeRolePolicyDocument": {}}},
+            "Fn": function,
+            "CDKMetadata": {
+                "Type": "AWS::CDK::Metadata",
+                "Properties": {"Analytics": "v2:deflate64:H4sI"},
+                "Condition": "CDKMetadataAvailable",
+            },
+        },
+        "Conditions": {"CDKMetadataAvailable": {"Fn::Or": regions}},
+        "Parameters": {
+            "BootstrapVersion": {
+                "Type": "AWS::SSM::Parameter::Value<String>",
+                "Default": "/cdk-bootstrap/hnb659fds/version",
+            }
+        },
+        "Rules": {
+            "CheckBootstrapVersion": {
+                "Assertions": [
+                    {
+                        "Assert": {
+                            "Fn::Not": [{"Fn::Contains": [["1", "2"], {"Ref": "BootstrapVersion"}]}]
+                        },
+                        "AssertDescription": "CDK bootstrap stack version 6 required.",
+                    }
+                ]
+            }
+        },
+    }
+
+
+def lambda_function(**overrides: Any) -> dict[str, Any]:
+    """An AWS::Lambda::Function as the CDK writes one: S3 Code, asset metadata."""
+    function: dict[str, Any] = {
+        "Type": "AWS::Lambda::Function",
+        "Properties": {
+            "Code": CDK_S3_CODE,
+            "Handler": "index.handler",
+            "Role": {"Fn::GetAtt": ["Role", "Arn"]},
+            "Runtime": "python3.12",
+        },
+        "Metadata": {
+            "aws:cdk:path": "Stack/Fn/Resource",
+            "aws:asset:path": ASSET,
+            "aws:asset:is-bundled": False,
+            "aws:asset:property": "Code",
+        },
+    }
+    for key, value in overrides.items():
+        function[key] = {**function[key], **value}
+    return function
+
+
+def cdk_out(tmp_path: Path, function: dict[str, Any], *, asset: bool = True) -> Path:
+    """``tmp_path/cdk.out/Stack.template.json`` with an ``asset.*`` code directory beside it."""
+    directory = tmp_path / "cdk.out"
+    if asset:
+        (directory / ASSET).mkdir(parents=True)
+        (directory / ASSET / "index.py").write_text("def handler(event, context): pass\n")
+    directory.mkdir(exist_ok=True)
+    path = directory / "Stack.template.json"
+    path.write_text(json.dumps(cdk_template(function)))
+    return path
+
+
+def test_lambda_code_is_the_asset_directory_beside_the_template(tmp_path: Path) -> None:
+    path = cdk_out(tmp_path, lambda_function())
+    function = load_api(path).routes["$default"].function
+    assert function.code_dir == (tmp_path / "cdk.out" / ASSET).resolve()
+    assert function.handler == "index.handler"
+
+
+def test_sam_code_uri_is_the_asset_directory_beside_the_template(tmp_path: Path) -> None:
+    sam = {
+        "Type": "AWS::Serverless::Function",
+        "Properties": {
+            "CodeUri": {"Bucket": "cdk-assets", "Key": "0123abcd.zip"},
+            "Handler": "index.handler",
+            "Runtime": "python3.12",
+        },
+        "Metadata": {"aws:asset:path": ASSET, "aws:asset:property": "CodeUri"},
+    }
+    function = load_api(cdk_out(tmp_path, sam)).routes["$default"].function
+    assert function.code_dir == (tmp_path / "cdk.out" / ASSET).resolve()
+
+
+def test_a_bundled_asset_is_run_as_its_directory(tmp_path: Path) -> None:
+    path = cdk_out(tmp_path, lambda_function(Metadata={"aws:asset:is-bundled": True}))
+    assert load_api(path).routes["$default"].function.code_dir.name == ASSET
+
+
+def test_an_unstaged_asset_is_its_source_directory(tmp_path: Path) -> None:
+    # cdk synth --no-staging names the source directory by its absolute path.
+    source = tmp_path / "lambda"
+    source.mkdir()
+    path = cdk_out(tmp_path, lambda_function(Metadata={"aws:asset:path": str(source)}))
+    assert load_api(path).routes["$default"].function.code_dir == source.resolve()
+
+
+def test_the_s3_location_of_an_asset_is_not_resolved(tmp_path: Path) -> None:
+    # The CDK's legacy synthesizer names the bucket and key by parameters without a Default.
+    legacy = {"S3Bucket": {"Ref": "AssetBucket"}, "S3Key": {"Ref": "AssetKey"}}
+    template = cdk_template(lambda_function(Properties={"Code": legacy}))
+    template["Parameters"].update({"AssetBucket": {"Type": "String"}, "AssetKey": {}})
+    (tmp_path / ASSET).mkdir()
+    (tmp_path / "template.json").write_text(json.dumps(template))
+    function = load_api(tmp_path / "template.json").routes["$default"].function
+    assert function.code_dir == (tmp_path / ASSET).resolve()
+
+
+def test_s3_code_without_asset_metadata_is_not_local(tmp_path: Path) -> None:
+    function = lambda_function()
+    del function["Metadata"]["aws:asset:path"]
+    with pytest.raises(TemplateError, match=r"function Fn: Code \{'S3Bucket'.* is not local"):
+        load_api(cdk_out(tmp_path, function))
+
+
+def test_asset_metadata_for_another_property_is_not_the_code(tmp_path: Path) -> None:
+    function = lambda_function(Metadata={"aws:asset:property": "Layers"})
+    with pytest.raises(TemplateError, match=r"function Fn: Code .* is not local"):
+        load_api(cdk_out(tmp_path, function))
+
+
+def test_a_missing_asset_directory_says_to_synthesize_again(tmp_path: Path) -> None:
+    with pytest.raises(TemplateError, match=rf"function Fn: asset directory '{ASSET}'.*cdk synth"):
+        load_api(cdk_out(tmp_path, lambda_function(), asset=False))
+
+
+def test_an_archive_asset_is_refused(tmp_path: Path) -> None:
+    path = cdk_out(tmp_path, lambda_function(Metadata={"aws:asset:path": "asset.0123.zip"}))
+    (path.parent / "asset.0123.zip").write_bytes(b"PK\x05\x06" + bytes(18))
+    with pytest.raises(TemplateError, match=r"asset 'asset.0123.zip' is a file \(an archive\)"):
+        load_api(path)
+
+
+def test_a_container_image_asset_is_refused(tmp_path: Path) -> None:
+    image = {
+        "Type": "AWS::Lambda::Function",
+        "Properties": {
+            "Code": {"ImageUri": {"Fn::Sub": "${AWS::AccountId}.dkr.ecr.repo:0123abcd"}},
+            "PackageType": "Image",
+            "Role": {"Fn::GetAtt": ["Role", "Arn"]},
+        },
+        "Metadata": {
+            "aws:asset:path": ASSET,
+            "aws:asset:dockerfile-path": "Dockerfile",
+            "aws:asset:property": "Code.ImageUri",
+        },
+    }
+    with pytest.raises(TemplateError, match="function Fn: container image functions are not run"):
+        load_api(cdk_out(tmp_path, image))
+
+
+def test_bootstrap_version_rules_and_cdk_metadata_do_not_get_in_the_way(tmp_path: Path) -> None:
+    # Rules hold Fn::Contains, which the loader does not resolve; BootstrapVersion is read
+    # from SSM, which only matters to a value that refers to it.
+    api = load_api(cdk_out(tmp_path, lambda_function()))
+    assert [f.name for f in api.functions] == ["Fn"]
+    uses_it = lambda_function(
+        Properties={"Environment": {"Variables": {"V": {"Ref": "BootstrapVersion"}}}}
+    )
+    with pytest.raises(TemplateError, match="parameter BootstrapVersion is read from SSM"):
+        load_api(cdk_out(tmp_path / "uses", uses_it))
+    overridden = load_api(
+        cdk_out(tmp_path / "given", uses_it), parameters={"BootstrapVersion": "6"}
+    )
+    assert overridden.routes["$default"].function.environment == {"V": "6"}

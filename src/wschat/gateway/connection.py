@@ -1,7 +1,8 @@
 """One TCP connection to the gateway's port: plain HTTP requests or one WebSocket.
 
-``ClientProtocol`` is the only class that touches sockets. HTTP requests go to the gateway's
-``handle_http``; an upgrade on ``/{stage}`` becomes a ``WebSocketConnection`` driven by
+``ClientProtocol`` is the only class that touches sockets. It knows the server it belongs to
+only as a ``ConnectionHost``: HTTP requests go to its ``handle_http``; an upgrade becomes a
+``WebSocketConnection``, admitted by its ``authorize_connection``, driven by
 websockets' Sans-I/O ``ServerProtocol``, which enforces API Gateway's frame and message limits
 (close code 1009) as ``max_size=(message, frame)``.
 """
@@ -13,7 +14,8 @@ import collections
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request as WsRequest
@@ -21,9 +23,6 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from wschat.gateway import core, http
-
-if TYPE_CHECKING:
-    from wschat.gateway.server import Gateway
 
 log = logging.getLogger("wschat.gateway")
 
@@ -106,9 +105,47 @@ class WebSocketConnection:
             self.client.abort_later(CLOSE_TIMEOUT)
 
 
+class ConnectionHost(Protocol):
+    """What a client connection needs of the server that accepted it (``Gateway``)."""
+
+    @property
+    def limits(self) -> core.Limits: ...
+
+    @property
+    def http_request_timeout(self) -> float: ...
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def tls(self) -> bool: ...
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run a task of this connection, keeping it referenced until it ends."""
+
+    def client_opened(self, client: ClientProtocol) -> None: ...
+
+    def client_closed(self, client: ClientProtocol) -> None: ...
+
+    async def handle_http(self, request: http.Request, peer: str) -> bytes:
+        """The whole response to a plain HTTP request."""
+
+    async def authorize_connection(
+        self, ws: WebSocketConnection, request: http.Request
+    ) -> tuple[int, dict[str, str]]:
+        """``$connect``'s status (non-2xx refuses the handshake) and headers to add."""
+
+    def connection_opened(self, ws: WebSocketConnection) -> None: ...
+
+    def connection_closed(self, ws: WebSocketConnection, code: int, reason: str) -> None: ...
+
+    async def route_message(self, ws: WebSocketConnection, body: str | bytes) -> None:
+        """Run the route a message selects; messages of one connection arrive in order."""
+
+
 class ClientProtocol(asyncio.Protocol):
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
+    def __init__(self, host: ConnectionHost) -> None:
+        self.host = host
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.ws: WebSocketConnection | None = None
@@ -127,7 +164,7 @@ class ClientProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = str(peer[0])
-        self.gateway.clients.add(self)
+        self.host.client_opened(self)
         self._await_request()
 
     def data_received(self, data: bytes) -> None:
@@ -145,7 +182,7 @@ class ClientProtocol(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.gateway.clients.discard(self)
+        self.host.client_closed(self)
         if self._abort_handle is not None:
             self._abort_handle.cancel()
         self._request_arrived()
@@ -162,7 +199,7 @@ class ClientProtocol(asyncio.Protocol):
                 code, reason = ws.protocol.close_sent.code, ws.protocol.close_sent.reason
             else:
                 code, reason = 1006, ""  # dropped without a close frame
-            self.gateway.connection_closed(ws, code, reason)
+            self.host.connection_closed(ws, code, reason)
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -198,7 +235,7 @@ class ClientProtocol(asyncio.Protocol):
 
     def _await_request(self) -> None:
         self._request_arrived()
-        timeout = self.gateway.config.http_request_timeout
+        timeout = self.host.http_request_timeout
         self._request_timer = asyncio.get_running_loop().call_later(timeout, self._request_late)
 
     def _request_arrived(self) -> None:
@@ -237,13 +274,13 @@ class ClientProtocol(asyncio.Protocol):
         self.busy = True
         self._request_arrived()
         if request.is_websocket_upgrade:
-            self.gateway.spawn(self._handshake(request))
+            self.host.spawn(self._handshake(request))
         else:
-            self.gateway.spawn(self._http(request))
+            self.host.spawn(self._http(request))
 
     async def _http(self, request: http.Request) -> None:
         try:
-            reply = await self.gateway.handle_http(request, self.peer)
+            reply = await self.host.handle_http(request, self.peer)
         except Exception:
             log.exception("HTTP request failed")
             reply = http.json_response(500, {"message": "Internal server error"})
@@ -259,7 +296,7 @@ class ClientProtocol(asyncio.Protocol):
     # --- WebSocket ---------------------------------------------------------------------------
 
     async def _handshake(self, request: http.Request) -> None:
-        limits = self.gateway.config.limits
+        limits = self.host.limits
         protocol = ServerProtocol(max_size=(limits.max_message_bytes, limits.max_frame_bytes))
         protocol.receive_data(request.head)
         events = protocol.events_received()
@@ -280,8 +317,8 @@ class ClientProtocol(asyncio.Protocol):
             headers=core.forwarded_headers(
                 request.headers,
                 self.peer,
-                self.gateway.port,
-                self.gateway.config.ssl_context is not None,
+                self.host.port,
+                self.host.tls,
                 connected_at_ms,
             ),
             query=request.query,
@@ -295,7 +332,7 @@ class ClientProtocol(asyncio.Protocol):
             self.ws = ws
             self.flush()
             return
-        status, extra_headers = await self.gateway.authorize_connection(ws, request)
+        status, extra_headers = await self.host.authorize_connection(ws, request)
         if self.transport is None or self.transport.is_closing():
             # The client gave up during $connect: API Gateway runs $disconnect only for
             # connections that were established, and so do we.
@@ -311,7 +348,7 @@ class ClientProtocol(asyncio.Protocol):
         self.ws = ws
         ws.open = True
         self.flush()
-        self.gateway.connection_opened(ws)
+        self.host.connection_opened(ws)
         if self.buffer:  # frames sent right behind the handshake
             data, self.buffer = bytes(self.buffer), bytearray()
             self._websocket_data(data)
@@ -359,7 +396,7 @@ class ClientProtocol(asyncio.Protocol):
                 self.transport.pause_reading()
         if not ws.draining:
             ws.draining = True
-            self.gateway.spawn(self._drain(ws))
+            self.host.spawn(self._drain(ws))
 
     async def _drain(self, ws: WebSocketConnection) -> None:
         try:
@@ -368,6 +405,6 @@ class ClientProtocol(asyncio.Protocol):
                 if len(ws.inbox) < MAX_PENDING_MESSAGES // 2 and self.transport is not None:
                     with contextlib.suppress(RuntimeError):
                         self.transport.resume_reading()
-                await self.gateway.route_message(ws, body)
+                await self.host.route_message(ws, body)
         finally:
             ws.draining = False

@@ -1,12 +1,14 @@
 """Just enough HTTP/1.1 for the gateway's one port: request heads, bodies, plain responses.
 
-The port serves WebSocket upgrades (handed to websockets' Sans-I/O protocol), the @connections
-management API, and the chat page's static files.
+The port serves WebSocket upgrades (handed to websockets' Sans-I/O protocol) and whatever
+plain HTTP is mounted in its ``HttpRoutes``: the @connections management API, SQS, a health
+check, and for the chat its page.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
@@ -143,3 +145,34 @@ def response(
 
 def json_response(status: int, payload: object, **kwargs: object) -> bytes:
     return response(status, json.dumps(payload).encode(), **kwargs)  # type: ignore[arg-type]
+
+
+# Answers one request (the peer's address is for access checks): the whole response's bytes.
+Handler = Callable[[Request, str], Awaitable[bytes]]
+
+
+class HttpRoutes:
+    """Path prefix -> handler; the longest prefix that matches a request's raw path wins
+    (``/a`` matches ``/a`` and ``/a/...``, ``/`` everything); no match is 404."""
+
+    def __init__(self) -> None:
+        self._routes: list[tuple[str, Handler]] = []
+
+    def mount(self, prefix: str, handler: Handler) -> None:
+        if not prefix.startswith("/"):
+            raise ValueError(f"a mount point starts with /: {prefix!r}")
+        self._routes = [(p, h) for p, h in self._routes if p != prefix]
+        self._routes.append((prefix.rstrip("/") or "/", handler))
+        self._routes.sort(key=lambda route: len(route[0]), reverse=True)
+
+    def handler_for(self, raw_path: str) -> Handler | None:
+        for prefix, handler in self._routes:
+            if prefix == "/" or raw_path == prefix or raw_path.startswith(prefix + "/"):
+                return handler
+        return None
+
+    async def handle(self, request: Request, peer: str) -> bytes:
+        handler = self.handler_for(request.raw_path)
+        if handler is None:
+            return json_response(404, {"message": "Not Found"})
+        return await handler(request, peer)

@@ -12,14 +12,13 @@ read or close every connection.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import unquote
 
+from wschat.delivery.sigv4 import Credentials
 from wschat.gateway import http, iam, ipc
 from wschat.gateway.connection import frame_for
-
-if TYPE_CHECKING:
-    from wschat.gateway.server import Gateway
+from wschat.gateway.registry import ConnectionRegistry
 
 
 def _error(status: int, error_type: str, message: str | None) -> bytes:
@@ -28,61 +27,73 @@ def _error(status: int, error_type: str, message: str | None) -> bytes:
     )
 
 
-def refusal(gateway: Gateway, request: http.Request, peer: str) -> bytes | None:
-    """The 403 API Gateway would answer this @connections request, or None to serve it."""
-    reason = iam.access_refused(
-        request, peer, gateway.config.management_credentials, api="@connections API"
-    )
-    return None if reason is None else _error(403, "ForbiddenException", reason)
+class ManagementApi:
+    """``/{stage}/@connections`` over HTTP, and the same posts from workers over their pipes.
 
+    ``http_requests`` and ``fast_path_calls`` count how calls arrived: tests and benchmarks
+    read them to tell which path a handler took."""
 
-def handle_request(gateway: Gateway, request: http.Request, prefix: str, peer: str) -> bytes:
-    refused = refusal(gateway, request, peer)
-    if refused is not None:
-        return refused
-    # Split the raw path: an id may hold characters that arrive percent-encoded.
-    raw_id = request.raw_path[len(prefix) :]
-    connection_id = unquote(raw_id[1:]) if raw_id.startswith("/") else ""
-    if not connection_id or "/" in raw_id[1:]:
-        return _error(404, "NotFoundException", "Not Found")
-    if request.method == "POST":
-        if len(request.body) > gateway.config.limits.max_message_bytes:
-            return _error(413, "PayloadTooLargeException", "Message too long")
-        if gateway.post_to_connection(connection_id, frame_for(request.body)):
-            return http.response(200, b"")
-        return _error(410, "GoneException", None)
-    if request.method == "GET":
-        description = gateway.connection_description(connection_id)
-        if description is None:
+    def __init__(
+        self,
+        connections: ConnectionRegistry,
+        stage: str,
+        *,
+        credentials: Credentials | None,
+        max_message_bytes: int,
+    ) -> None:
+        self.connections = connections
+        self.prefix = f"/{stage}/@connections"
+        self.credentials = credentials
+        self.max_message_bytes = max_message_bytes
+        self.http_requests = 0
+        self.fast_path_calls = 0
+
+    def refusal(self, request: http.Request, peer: str) -> bytes | None:
+        """The 403 API Gateway would answer this @connections request, or None to serve it."""
+        reason = iam.access_refused(request, peer, self.credentials, api="@connections API")
+        return None if reason is None else _error(403, "ForbiddenException", reason)
+
+    async def handle(self, request: http.Request, peer: str) -> bytes:
+        self.http_requests += 1
+        refused = self.refusal(request, peer)
+        if refused is not None:
+            return refused
+        # Split the raw path: an id may hold characters that arrive percent-encoded.
+        raw_id = request.raw_path[len(self.prefix) :]
+        connection_id = unquote(raw_id[1:]) if raw_id.startswith("/") else ""
+        if not connection_id or "/" in raw_id[1:]:
+            return _error(404, "NotFoundException", "Not Found")
+        if request.method == "POST":
+            if len(request.body) > self.max_message_bytes:
+                return _error(413, "PayloadTooLargeException", "Message too long")
+            if self.connections.post(connection_id, frame_for(request.body)):
+                return http.response(200, b"")
             return _error(410, "GoneException", None)
-        return http.json_response(200, description)
-    if request.method == "DELETE":
-        if gateway.delete_connection(connection_id):
-            return http.response(204, b"")
-        return _error(410, "GoneException", None)
-    return _error(405, "MethodNotAllowedException", f"{request.method} is not supported")
+        if request.method == "GET":
+            description = self.connections.describe(connection_id)
+            if description is None:
+                return _error(410, "GoneException", None)
+            return http.json_response(200, description)
+        if request.method == "DELETE":
+            if self.connections.close(connection_id):
+                return http.response(204, b"")
+            return _error(410, "GoneException", None)
+        return _error(405, "MethodNotAllowedException", f"{request.method} is not supported")
 
+    def channel_call(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A worker's fast-path call, answered without leaving the event loop: post the same
+        frame to many connections in one go (or a few such batches). Handlers that describe or
+        close a connection go through the HTTP API."""
+        self.fast_path_calls += 1
+        op = message.get("op")
+        if op == "post_many":
+            return self._post_many(message)
+        if op == "post_batch":
+            # Several post_many in one call, in order (an ack, then the message to the room).
+            return {"results": [self._post_many(batch) for batch in message.get("batches", [])]}
+        return {"error": f"unknown call {op!r}"}
 
-def handle_channel_call(gateway: Gateway, message: dict[str, Any]) -> dict[str, Any]:
-    """A worker's fast-path call: post the same frame to many connections in one go (or a few
-    such batches). Handlers that describe or close a connection go through the HTTP API."""
-    op = message.get("op")
-    if op == "post_many":
-        return _post_many(gateway, message)
-    if op == "post_batch":
-        # Several post_many in one call, in order (an ack, then the message to the room).
-        return {"results": [_post_many(gateway, batch) for batch in message.get("batches", [])]}
-    return {"error": f"unknown call {op!r}"}
-
-
-def _post_many(gateway: Gateway, message: dict[str, Any]) -> dict[str, Any]:
-    frame = frame_for(ipc.unpack_data(message))
-    # Gateway.post_to_connection inlined: this loop runs once per recipient of every message.
-    lookup = gateway.connections.get
-    gone = []
-    ids = message.get("ids", [])
-    for connection_id in ids:
-        ws = lookup(connection_id)
-        if ws is None or not ws.write_frame(frame):
-            gone.append(connection_id)
-    return {"delivered": len(ids) - len(gone), "gone": gone, "failed": {}}
+    def _post_many(self, message: dict[str, Any]) -> dict[str, Any]:
+        ids = message.get("ids", [])
+        gone = self.connections.post_many(ids, frame_for(ipc.unpack_data(message)))
+        return {"delivered": len(ids) - len(gone), "gone": gone, "failed": {}}

@@ -1,9 +1,12 @@
 """The local gateway's lifecycle and pipeline: connections in, Lambda invocations out.
 
-``Gateway`` owns the listening socket, the open WebSocket connections, the function pools and
-the timers for API Gateway's idle and maximum-duration limits. ``core`` decides what API Gateway
-would do; this module does it. The template's SQS queues live in ``queues`` (a SQLite file in
-the data dir), served over HTTP by ``sqs_api`` and polled for functions by ``event_sources``.
+``Gateway`` owns the listening socket and puts the parts together: the open connections
+(``registry``), the functions (``invoker``), the plain HTTP the port serves (``http.HttpRoutes``:
+@connections, SQS, /healthz; a caller mounts more, as ``wschat serve`` mounts the chat page),
+and the route pipeline from a frame to an invocation and back. ``core`` decides what API
+Gateway would do; this module does it. The template's SQS queues live in ``queues`` (a SQLite
+file in the data dir), served over HTTP by ``sqs_api`` and polled for functions by
+``event_sources``. It knows nothing of the chat.
 """
 
 from __future__ import annotations
@@ -11,25 +14,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import sqlite3
 import ssl
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from wschat.delivery.sigv4 import Credentials
-from wschat.gateway import authorizers, core, http, iam, management, sqs_api
+from wschat.gateway import authorizers, core, http, sqs_api
 from wschat.gateway.connection import ClientProtocol, WebSocketConnection, frame_for
 from wschat.gateway.debugging import DebugTarget
 from wschat.gateway.event_sources import EventSourceCounters, Poller
+from wschat.gateway.invoker import Invoker, LambdaEnvironment, region, within
+from wschat.gateway.management import ManagementApi
 from wschat.gateway.queues import QueueError, QueueStore
-from wschat.gateway.spec import ApiSpec, AuthorizerSpec, FunctionSpec, RouteSpec
+from wschat.gateway.registry import ConnectionRegistry
+from wschat.gateway.spec import ApiSpec, AuthorizerSpec, RouteSpec
 from wschat.gateway.workers import FunctionPool, InvocationResult
-from wschat.page import ChatPage, SignInSettings
 
 log = logging.getLogger("wschat.gateway")
 
@@ -44,8 +47,6 @@ class GatewayConfig:
     limits: core.Limits = field(default_factory=core.Limits)
     ssl_context: ssl.SSLContext | None = None
     ca_bundle: Path | None = None  # handed to functions as AWS_CA_BUNDLE with --tls
-    static_dir: Path | None = None  # the chat page's files (wschat.page.WEB_DIR); None: no page
-    sign_in: SignInSettings | None = None  # how the page signs people in; None: it asks a name
     function_env: dict[str, str] = field(default_factory=dict)  # added to every function
     max_workers_per_function: int = 2
     shutdown_timeout: float = 10.0
@@ -67,41 +68,51 @@ class GatewayConfig:
     debug: dict[str, DebugTarget] = field(default_factory=dict)
 
 
-def _iso(epoch_seconds: float) -> str:
-    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
 class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.connections: dict[str, WebSocketConnection] = {}
+        self.connections = ConnectionRegistry()
         self.clients: set[ClientProtocol] = set()
-        self.pools: dict[str, FunctionPool] = {}
+        self.invoker: Invoker | None = None  # made at start, when the port is known
+        self.management = ManagementApi(
+            self.connections,
+            config.stage,
+            credentials=config.management_credentials,
+            max_message_bytes=config.limits.max_message_bytes,
+        )
+        # Plain HTTP on the port; a caller may mount more before start (wschat serve: the
+        # chat page on /).
+        self.http = http.HttpRoutes()
+        self.http.mount(self.management.prefix, self.management.handle)
+        self.http.mount("/healthz", self._health)
         self._server: asyncio.Server | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
-        self._disconnects: set[asyncio.Task[None]] = set()
+        self._disconnects: set[asyncio.Task[Any]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.port = config.port
+        self._port = config.port
         self.accepting = False
         # Set once the functions are warm: a handshake that arrives while they warm up waits
         # for it (the port is open from the start, so a client that waits for the port must
         # not be turned away by a gateway that is only starting).
         self.ready = asyncio.Event()
-        # How @connections calls arrived: HTTP requests (boto3, curl) and fast-path calls from
-        # function workers; tests and benchmarks read them to tell which path a handler took.
-        self.management_http_requests = 0
-        self.fast_path_calls = 0
         self.queues: sqs_api.QueueService | None = None
         self.sqs: sqs_api.SqsApi | None = None
         self.pollers: dict[str, Poller] = {}
-        self.page: ChatPage | None = None  # made at start, when the port is known
 
     # --- addresses ---------------------------------------------------------------------------
 
     @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def tls(self) -> bool:
+        return self.config.ssl_context is not None
+
+    @property
     def scheme(self) -> str:
-        return "https" if self.config.ssl_context else "http"
+        return "https" if self.tls else "http"
 
     @property
     def domain_name(self) -> str:
@@ -109,7 +120,7 @@ class Gateway:
 
     @property
     def websocket_url(self) -> str:
-        ws = "wss" if self.config.ssl_context else "ws"
+        ws = "wss" if self.tls else "ws"
         return f"{ws}://{self.domain_name}/{self.config.stage}"
 
     @property
@@ -122,8 +133,31 @@ class Gateway:
         return f"{self.scheme}://{self.domain_name}{sqs_api.PATH_PREFIX}"
 
     @property
+    def http_url(self) -> str:
+        """The port's root, where mounted HTTP handlers answer."""
+        return f"{self.scheme}://{self.domain_name}/"
+
+    @property
     def region(self) -> str:
-        return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+        return region()
+
+    @property
+    def stage_info(self) -> core.StageInfo:
+        return core.StageInfo(self.config.api_id, self.config.stage, self.domain_name)
+
+    # --- what tests and benchmarks read ------------------------------------------------------
+
+    @property
+    def pools(self) -> dict[str, FunctionPool]:
+        return self.invoker.pools if self.invoker is not None else {}
+
+    @property
+    def management_http_requests(self) -> int:
+        return self.management.http_requests
+
+    @property
+    def fast_path_calls(self) -> int:
+        return self.management.fast_path_calls
 
     @property
     def sqs_requests(self) -> int:
@@ -134,22 +168,23 @@ class Gateway:
     def event_source_counters(self) -> dict[str, EventSourceCounters]:
         return {name: poller.counters for name, poller in self.pollers.items()}
 
-    @property
-    def page_url(self) -> str:
-        return f"{self.scheme}://{self.domain_name}/"
-
-    @property
-    def stage_info(self) -> core.StageInfo:
-        return core.StageInfo(self.config.api_id, self.config.stage, self.domain_name)
-
-    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        """Run a per-connection task, holding a reference until it ends."""
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
     # --- lifecycle ---------------------------------------------------------------------------
+
+    def lambda_environment(self) -> LambdaEnvironment:
+        """What the functions' processes get: endpoints back to this gateway (once its port
+        is known), the command line's variables and credentials."""
+        return LambdaEnvironment(
+            management_url=self.management_url,
+            sqs_endpoint=self.sqs_endpoint,
+            # The local fast path answers for both ways a handler may name this stage.
+            fast_path_endpoints=(
+                self.management_url,
+                f"https://{self.domain_name}/{self.config.stage}",
+            ),
+            ca_bundle=self.config.ca_bundle,
+            extra=self.config.function_env,
+            credentials=self.config.management_credentials,
+        )
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -162,64 +197,31 @@ class Gateway:
             backlog=4096,
             reuse_address=True,
         )
-        self.port = self._server.sockets[0].getsockname()[1]
-        if self.config.static_dir is not None:
-            self.page = ChatPage(
-                self.websocket_url,
-                self.config.sign_in,
-                https=self.config.ssl_context is not None,
-                web_dir=self.config.static_dir,
-            )
-        for function in self.config.api.functions:
-            self.pools[function.name] = FunctionPool(
-                function,
-                self._function_env(function),
-                self.handle_channel_call,
-                max_workers=self.config.max_workers_per_function,
-                debug=self.config.debug.get(function.name),
-            )
-        results = await asyncio.gather(
-            *(pool.warm_up() for pool in self.pools.values()), return_exceptions=True
+        self._port = self._server.sockets[0].getsockname()[1]
+        self.invoker = Invoker(
+            self.config.api.functions,
+            self.lambda_environment(),
+            self.management.channel_call,
+            max_workers=self.config.max_workers_per_function,
+            debug=self.config.debug,
         )
-        for pool, result in zip(self.pools.values(), results, strict=True):
-            if isinstance(result, BaseException):
-                log.error("function %s could not start: %s", pool.function.name, result)
+        await self.invoker.warm_up()
         self._start_pollers()
         self._sweeper = asyncio.create_task(self._sweep())
         if self.config.reload:
-            self._watcher = asyncio.create_task(self._watch_code())
+            # The gateway's own data (SQLite files, queues) may sit under a code directory (a
+            # template with CodeUri "." and ./data): writing it is no code change.
+            data = self.config.queue_store_path
+            self._watcher = asyncio.create_task(
+                self.invoker.watch(ignore=data.parent if data is not None else None)
+            )
         self.accepting = True
         self.ready.set()
 
-    async def _watch_code(self) -> None:
-        """Reload a function's warm environments when a file under its code directory changes
-        (the platform's file notifications through watchfiles, not a poll). Open connections
-        stay open; invocations in flight finish on the code they started with."""
-        import watchfiles
-
-        directories = sorted({str(pool.function.code_dir) for pool in self.pools.values()})
-        # The gateway's own data (SQLite files, queues) may sit under a code directory (a
-        # template with CodeUri "." and ./data): writing it is no code change.
-        data = self.config.queue_store_path.parent if self.config.queue_store_path else None
-        try:
-            async for changes in watchfiles.awatch(*directories, debounce=200, step=50):
-                changed = [
-                    Path(path)
-                    for _, path in changes
-                    if not (data is not None and Path(path).is_relative_to(data))
-                    and ".sqlite3" not in Path(path).name
-                ]
-                for pool in self.pools.values():
-                    code_dir = pool.function.code_dir
-                    if any(path.is_relative_to(code_dir) for path in changed):
-                        await pool.reload()
-                        log.info("%s reloaded: its code changed", pool.function.name)
-        except (OSError, RuntimeError) as exc:  # a directory gone, the watcher unavailable
-            log.warning("code reload stopped: %s", exc)
-
     def _open_queues(self) -> None:
         """Open the queue store, make the template's queues (a second start updates their
-        attributes, as a stack update would) and free what a previous run left in flight."""
+        attributes, as a stack update would), free what a previous run left in flight and
+        mount the SQS API."""
         path = self.config.queue_store_path
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -231,6 +233,7 @@ class Gateway:
         self.sqs = sqs_api.SqsApi(
             self.queues, lambda: self.sqs_endpoint, self.config.management_credentials
         )
+        self.http.mount(sqs_api.PATH_PREFIX, self.sqs.handle)
         queues = self.config.api.queues.values()
         try:
             # Dead-letter queues must exist before a redrive policy names them: all queues
@@ -253,61 +256,15 @@ class Gateway:
             if not source.enabled:
                 continue
             workers = self.config.max_workers_per_function
-            pool = self.pools[source.function.name]
             poller = Poller(
                 source,
                 self.queues,
-                pool.invoke,
+                self.pools[source.function.name].invoke,
                 region=self.region,
                 concurrency=min(source.maximum_concurrency or workers, workers),
             )
             poller.start()
             self.pollers[source.name] = poller
-
-    def _function_env(self, function: FunctionSpec) -> dict[str, str]:
-        env = dict(os.environ)
-        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
-        # What Lambda sets in every execution environment.
-        env.update(
-            {
-                "AWS_REGION": region,
-                "AWS_DEFAULT_REGION": region,
-                "AWS_LAMBDA_FUNCTION_NAME": function.name,
-                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_mb),
-                "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-                "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
-                "LAMBDA_TASK_ROOT": str(function.code_dir),
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        # boto3 needs credentials to sign; Lambda always has some.
-        env.setdefault("AWS_ACCESS_KEY_ID", "local")
-        env.setdefault("AWS_SECRET_ACCESS_KEY", "local")
-        # Clients created without an endpoint_url reach this gateway's @connections API.
-        env["AWS_ENDPOINT_URL_APIGATEWAYMANAGEMENTAPI"] = self.management_url
-        # ... and boto3's sqs client this gateway's queues.
-        env["AWS_ENDPOINT_URL_SQS"] = self.sqs_endpoint
-        if self.config.ca_bundle is not None:
-            env["AWS_CA_BUNDLE"] = str(self.config.ca_bundle)
-        # The local fast path answers for both ways a handler may name this stage's endpoint.
-        env["WSCHAT_WORKER_ENDPOINTS"] = ",".join(
-            [self.management_url, f"https://{self.domain_name}/{self.config.stage}"]
-        )
-        env.update(function.environment)
-        env.update(self.config.function_env)
-        for name in (iam.ACCESS_KEY_ENV, iam.SECRET_KEY_ENV):
-            env.pop(name, None)  # the functions get the keys below, not the gateway's settings
-        credentials = self.config.management_credentials
-        if credentials is not None:
-            # A Lambda's role credentials sign its @connections calls; here, the keys the
-            # gateway checks signatures with, so a handler's boto3 client passes. (Lambda
-            # reserves these names: a function's own environment cannot replace them.)
-            if env.get("AWS_ACCESS_KEY_ID") != credentials.access_key:
-                env.pop("AWS_SESSION_TOKEN", None)  # it belongs to other keys
-                env.pop("AWS_SECURITY_TOKEN", None)
-            env["AWS_ACCESS_KEY_ID"] = credentials.access_key
-            env["AWS_SECRET_ACCESS_KEY"] = credentials.secret_key
-        return env
 
     async def serve_forever(self, stop: asyncio.Event) -> None:
         await stop.wait()
@@ -318,21 +275,19 @@ class Gateway:
         self.accepting = False
         if self._server is not None:
             self._server.close()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-        if self._watcher is not None:
-            self._watcher.cancel()
+        for task in (self._sweeper, self._watcher):
+            if task is not None:
+                task.cancel()
         for poller in self.pollers.values():
             poller.stop_receiving()
         if self.queues is not None:
             self.queues.close()  # long polls answer now, with what they have
-        for ws in list(self.connections.values()):
-            ws.close(1001, "Going away")
+        self.connections.close_all()
         deadline = time.monotonic() + self.config.shutdown_timeout
         # A handshake whose $connect is still running is waited for too: it opens, is closed
         # like the rest (connection_opened) and gets its $disconnect.
         while (
-            self.connections or self._disconnects or self._handshakes_in_flight()
+            len(self.connections) or self._disconnects or self._handshakes_in_flight()
         ) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         for client in list(self.clients):
@@ -350,7 +305,8 @@ class Gateway:
             ),
             return_exceptions=True,
         )
-        await asyncio.gather(*(pool.stop() for pool in self.pools.values()), return_exceptions=True)
+        if self.invoker is not None:
+            await self.invoker.stop()
         if self.queues is not None:
             self.queues.store.close()
         if self._server is not None:
@@ -366,31 +322,37 @@ class Gateway:
         interval = max(0.05, min(5.0, limits.idle_timeout / 4, limits.max_connection_duration / 4))
         while True:
             await asyncio.sleep(interval)
-            now = time.monotonic()
-            for ws in list(self.connections.values()):
-                if (
-                    now - ws.opened_at >= limits.max_connection_duration
-                    or now - ws.last_active >= limits.idle_timeout
-                ):
-                    ws.close(1001, "Going away")
+            self.connections.close_expired(limits)
 
-    # --- invocations -------------------------------------------------------------------------
+    # --- ConnectionHost: what each client connection asks of the gateway ----------------------
 
-    async def invoke(self, route: RouteSpec, event: dict[str, Any]) -> InvocationResult:
-        pool = self.pools[route.function.name]
-        result = await pool.invoke(event)
-        context = event["requestContext"]
-        status = core.status_of(result.value) if result.ok else 500
-        log.info(
-            "%s %s %s %s %.1fms",
-            context["connectionId"],
-            route.route_key,
-            route.function.name,
-            status if result.ok else result.error_type,
-            result.duration_ms,
-        )
-        result.log_failure(log, route.function.name)
-        return result
+    @property
+    def limits(self) -> core.Limits:
+        return self.config.limits
+
+    @property
+    def http_request_timeout(self) -> float:
+        return self.config.http_request_timeout
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def client_opened(self, client: ClientProtocol) -> None:
+        self.clients.add(client)
+
+    def client_closed(self, client: ClientProtocol) -> None:
+        self.clients.discard(client)
+
+    async def handle_http(self, request: http.Request, peer: str) -> bytes:
+        return await self.http.handle(request, peer)
+
+    async def _health(self, request: http.Request, peer: str) -> bytes:
+        if request.path != "/healthz" or request.method not in ("GET", "HEAD"):
+            return http.json_response(404, {"message": "Not Found"})
+        return http.json_response(200, {"status": "ok", "connections": len(self.connections)})
 
     async def authorize_connection(
         self, ws: WebSocketConnection, request: http.Request
@@ -422,55 +384,22 @@ class Gateway:
                 return decision.status, {}
             ws.info.authorizer = decision.authorizer
         event = core.connect_event(self.stage_info, ws.info, int(time.time() * 1000))
-        result = await self._invoke_within_integration_timeout(route, event)
+        result = await self._integrate(route, event)
         if result is None:
             return 504, {}
         if not result.ok:
             return 500, {}
         return core.status_of(result.value), core.connect_response_headers(result.value)
 
-    async def _authorize(
-        self, authorizer: AuthorizerSpec, ws: WebSocketConnection
-    ) -> authorizers.Decision:
-        """What API Gateway's REQUEST authorizer step decides for this handshake."""
-        query: dict[str, list[str]] = {}
-        for name, value in ws.info.query:
-            query.setdefault(name, []).append(value)
-        missing = authorizers.missing_identity(authorizer.identity_sources, ws.info.headers, query)
-        if missing is not None:
-            return authorizers.Decision(401, reason=f"identity source {missing} missing")
-        arn = authorizers.method_arn(self.region, self.config.api_id, self.config.stage)
-        context = core.connect_event(self.stage_info, ws.info, int(time.time() * 1000))
-        event = authorizers.request_event(arn, ws.info.headers, query, context["requestContext"])
-        pool = self.pools[authorizer.function.name]
-        task = asyncio.ensure_future(pool.invoke(event))
-        if not await pool.wait_within(task, self.config.limits.integration_timeout):
-            return authorizers.Decision(500, reason="the authorizer timed out")
-        result = task.result()
-        if not result.ok:
-            return authorizers.failure((result.error or {}).get("errorMessage"))
-        return authorizers.decide(result.value, arn)
-
-    async def _invoke_within_integration_timeout(
-        self, route: RouteSpec, event: dict[str, Any]
-    ) -> InvocationResult | None:
-        """The invocation's result, or None when API Gateway would have stopped waiting (29 s);
-        the function itself runs on until its own timeout, as on AWS. The wait stops while a
-        debugger holds the function (wschat serve --debug)."""
-        task = asyncio.ensure_future(self.invoke(route, event))
-        pool = self.pools[route.function.name]
-        done = await pool.wait_within(task, self.config.limits.integration_timeout)
-        return task.result() if done else None
-
     def connection_opened(self, ws: WebSocketConnection) -> None:
-        self.connections[ws.connection_id] = ws
+        self.connections.add(ws)
         log.info("%s connected from %s", ws.connection_id, ws.info.source_ip)
         if not self.accepting:
             # Its $connect finished after shutdown began: close it like the others.
             ws.close(1001, "Going away")
 
     def connection_closed(self, ws: WebSocketConnection, code: int, reason: str) -> None:
-        self.connections.pop(ws.connection_id, None)
+        self.connections.remove(ws)
         log.info("%s disconnected (%s %s)", ws.connection_id, code, reason)
         route = self.config.api.routes.get(core.DISCONNECT)
         if route is None:
@@ -478,12 +407,9 @@ class Gateway:
         event = core.disconnect_event(
             self.stage_info, ws.info, code, reason, int(time.time() * 1000)
         )
-        task = asyncio.ensure_future(self._run_disconnect(route, event))
+        task = asyncio.ensure_future(self._run_route(route, event))
         self._disconnects.add(task)
         task.add_done_callback(self._disconnects.discard)
-
-    async def _run_disconnect(self, route: RouteSpec, event: dict[str, Any]) -> None:
-        await self.invoke(route, event)
 
     async def route_message(self, ws: WebSocketConnection, body: str | bytes) -> None:
         route = core.select_route(self.config.api, body)
@@ -497,7 +423,7 @@ class Gateway:
             return
         event = core.message_event(self.stage_info, ws.info, route.route_key, body, now_ms)
         request_id = event["requestContext"]["requestId"]
-        result = await self._invoke_within_integration_timeout(route, event)
+        result = await self._integrate(route, event)
         if result is None:
             ws.write_frame(
                 frame_for(core.error_reply(core.TIMED_OUT, ws.connection_id, request_id))
@@ -510,55 +436,51 @@ class Gateway:
             if body_out is not None:
                 ws.write_frame(frame_for(body_out.encode("utf-8")))
 
-    # --- the @connections API and the fast path -----------------------------------------------
+    # --- invocations -------------------------------------------------------------------------
 
-    def post_to_connection(self, connection_id: str, frame: bytes) -> bool:
-        ws = self.connections.get(connection_id)
-        return ws is not None and ws.write_frame(frame)
+    async def _run_route(self, route: RouteSpec, event: dict[str, Any]) -> InvocationResult:
+        assert self.invoker is not None
+        result = await self.invoker.invoke(route.function, event)
+        context = event["requestContext"]
+        log.info(
+            "%s %s %s %s %.1fms",
+            context["connectionId"],
+            route.route_key,
+            route.function.name,
+            core.status_of(result.value) if result.ok else result.error_type,
+            result.duration_ms,
+        )
+        return result
 
-    def connection_description(self, connection_id: str) -> dict[str, Any] | None:
-        ws = self.connections.get(connection_id)
-        if ws is None:
-            return None
-        last_active = time.time() - (time.monotonic() - ws.last_active)
-        # API Gateway's wire names (boto3 maps them to ConnectedAt, Identity.SourceIp, ...).
-        identity: dict[str, Any] = {"sourceIp": ws.info.source_ip}
-        if ws.info.user_agent:
-            identity["userAgent"] = ws.info.user_agent
-        return {
-            "connectedAt": _iso(ws.info.connected_at_ms / 1000),
-            "identity": identity,
-            "lastActiveAt": _iso(last_active),
-        }
+    async def _integrate(self, route: RouteSpec, event: dict[str, Any]) -> InvocationResult | None:
+        """The route's invocation, or None when API Gateway would have stopped waiting."""
+        return await within(
+            self._run_route(route, event),
+            self.config.limits.integration_timeout,
+            self.pools[route.function.name].debugger,
+        )
 
-    def delete_connection(self, connection_id: str) -> bool:
-        ws = self.connections.get(connection_id)
-        if ws is None:
-            return False
-        ws.close(1000, "")
-        return True
-
-    def handle_channel_call(self, message: dict[str, Any]) -> dict[str, Any]:
-        """A function worker's fast-path call, answered without leaving the event loop."""
-        self.fast_path_calls += 1
-        return management.handle_channel_call(self, message)
-
-    async def handle_http(self, request: http.Request, peer: str) -> bytes:
-        stage_prefix = f"/{self.config.stage}/@connections"
-        if request.raw_path.startswith(stage_prefix + "/") or request.raw_path == stage_prefix:
-            self.management_http_requests += 1
-            return management.handle_request(self, request, stage_prefix, peer)
-        if self.sqs is not None and (
-            request.raw_path == sqs_api.PATH_PREFIX
-            or request.raw_path.startswith(sqs_api.PATH_PREFIX + "/")
-        ):
-            return await self.sqs.handle(request, peer)
-        if request.path == "/healthz" and request.method in ("GET", "HEAD"):
-            return http.json_response(200, {"status": "ok", "connections": len(self.connections)})
-        if self.page is None:
-            return http.json_response(404, {"message": "Not Found"})
-        # In a thread: config.json may wait on the issuer's discovery document.
-        answer = await asyncio.to_thread(self.page.respond, request.method, request.path)
-        headers = dict(answer.headers)
-        content_type = headers.pop("Content-Type")
-        return http.response(answer.status, answer.body, content_type=content_type, headers=headers)
+    async def _authorize(
+        self, authorizer: AuthorizerSpec, ws: WebSocketConnection
+    ) -> authorizers.Decision:
+        """What API Gateway's REQUEST authorizer step decides for this handshake."""
+        assert self.invoker is not None
+        query: dict[str, list[str]] = {}
+        for name, value in ws.info.query:
+            query.setdefault(name, []).append(value)
+        missing = authorizers.missing_identity(authorizer.identity_sources, ws.info.headers, query)
+        if missing is not None:
+            return authorizers.Decision(401, reason=f"identity source {missing} missing")
+        arn = authorizers.method_arn(self.region, self.config.api_id, self.config.stage)
+        context = core.connect_event(self.stage_info, ws.info, int(time.time() * 1000))
+        event = authorizers.request_event(arn, ws.info.headers, query, context["requestContext"])
+        result = await within(
+            self.invoker.invoke(authorizer.function, event),
+            self.config.limits.integration_timeout,
+            self.pools[authorizer.function.name].debugger,
+        )
+        if result is None:
+            return authorizers.Decision(500, reason="the authorizer timed out")
+        if not result.ok:
+            return authorizers.failure((result.error or {}).get("errorMessage"))
+        return authorizers.decide(result.value, arn)

@@ -3,9 +3,10 @@
 A template is read the way API Gateway wires it: the ``AWS::ApiGatewayV2::Api`` with
 ProtocolType WEBSOCKET, its ``Route`` resources, each route's ``Target`` ("integrations/<id>"),
 that integration's ``IntegrationUri`` (a Lambda invocation URI) and the function behind it, with
-SAM's ``Globals.Function`` merged in. Intrinsic functions resolve to local stand-ins (see
-``intrinsics``). Anything that cannot run locally is a ``TemplateError`` naming the template and
-the logical id at fault.
+SAM's ``Globals.Function`` merged in. A function's code is its local directory, or, in what
+``cdk synth`` writes, the asset directory its ``aws:asset:path`` Metadata names. Intrinsic
+functions resolve to local stand-ins (see ``intrinsics``). Anything that cannot run locally is a
+``TemplateError`` naming the template and the logical id at fault.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ _FUNCTION_PROPERTIES: Final = frozenset(
     | {"PackageType", "Timeout", "MemorySize", "Environment"}
 )
 _HANDLER: Final = re.compile(r"^[\w/.-]+\.[A-Za-z_]\w*$")
+_CODE_PROPERTIES: Final = frozenset({"CodeUri", "InlineCode", "Code"})
 
 
 class CloudFormationLoader(yaml.SafeLoader):
@@ -508,10 +510,14 @@ class _TemplateReader:
         properties: dict[str, Any] = resource.get("Properties") or {}
         if resource["Type"] == _SAM_FUNCTION:
             properties = _merge(self.function_globals, properties)
+        asset = self.asset_dir(resource, where)
         # Only what runs locally is resolved: Policies, Role or VpcConfig may hold values that
-        # exist only on AWS (Fn::ImportValue) and must not stop a local run.
+        # exist only on AWS (Fn::ImportValue) and must not stop a local run; nor may the S3
+        # location of code that is here as an asset (the CDK's legacy synthesizer names it by
+        # parameters that have no Default).
+        wanted = _FUNCTION_PROPERTIES - _CODE_PROPERTIES if asset else _FUNCTION_PROPERTIES
         value = self.resolver.resolve(
-            {key: item for key, item in properties.items() if key in _FUNCTION_PROPERTIES}, where
+            {key: item for key, item in properties.items() if key in wanted}, where
         )
         if value.get("PackageType") == "Image":
             raise self.error(where, "container image functions are not run locally")
@@ -528,7 +534,7 @@ class _TemplateReader:
         return FunctionSpec(
             name=logical_id,
             handler=_check_handler(handler, f"{self.source}: {where}"),
-            code_dir=self.code_dir(resource["Type"], value, where),
+            code_dir=asset or self.code_dir(resource["Type"], value, where),
             environment={
                 str(key): self.resolver.stringify(item, where, f"environment variable {key}")
                 for key, item in (variables or {}).items()
@@ -546,6 +552,36 @@ class _TemplateReader:
         if number <= 0:
             raise self.error(where, f"{key} {value!r} must be positive")
         return number
+
+    def asset_dir(self, resource: dict[str, Any], where: str) -> Path | None:
+        """The function's code as a CDK asset: the directory its ``aws:asset:path`` Metadata
+        names (relative to the template, as ``cdk synth`` stages it into cdk.out), when
+        ``aws:asset:property`` says it is the function's code; None without such metadata.
+        SAM CLI reads the same keys. A bundled asset (``aws:asset:is-bundled``) is its bundling's
+        output directory, which runs the same way."""
+        metadata = resource.get("Metadata")
+        if not isinstance(metadata, dict) or metadata.get("aws:asset:path") is None:
+            return None
+        code_property = "CodeUri" if resource["Type"] == _SAM_FUNCTION else "Code"
+        if metadata.get("aws:asset:property") != code_property:
+            return None  # an asset for another property (an image's Code.ImageUri, ...)
+        path = metadata["aws:asset:path"]
+        if not isinstance(path, str) or not path:
+            raise self.error(where, f"Metadata aws:asset:path {path!r} is not a path")
+        directory = (self.directory / path).resolve()
+        if directory.is_file():
+            raise self.error(
+                where,
+                f"asset {path!r} is a file (an archive); the local gateway runs a code"
+                " directory: give Code.from_asset the unpacked directory",
+            )
+        if not directory.is_dir():
+            raise self.error(
+                where,
+                f"asset directory {path!r} (Metadata aws:asset:path) does not exist"
+                f" ({directory}); synthesize again (cdk synth) to stage it",
+            )
+        return directory
 
     def code_dir(self, kind: str, properties: dict[str, Any], where: str) -> Path:
         if kind == _SAM_FUNCTION:

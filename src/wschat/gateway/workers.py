@@ -364,11 +364,6 @@ class FunctionPool:
         async with self._freed:
             self._freed.notify()
 
-    async def wait_within(self, future: asyncio.Future[Any], timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for ``future`` (API Gateway's integration timeout for
-        an invocation of this function), not counting time a debugger holds the function."""
-        return await wait_pausing(future, timeout, self.debugger)
-
     async def invoke(self, event: dict[str, Any]) -> InvocationResult:
         # Lambda's own request id (context.aws_request_id) is a UUID, unlike API Gateway's.
         request_id = str(uuid.uuid4())

@@ -89,7 +89,7 @@ def run_action(
     log = bind_invocation(event, context)
     try:
         outcome = service_for(event).handle(
-            event.connection_id, event.body, allowed=allowed, authorizer=event.authorizer
+            event.connection_id, event.text, allowed=allowed, authorizer=event.authorizer
         )
     except ProtocolError as error:
         log.info("frame rejected", extra={"code": error.code, "detail": error.message})
@@ -121,7 +121,7 @@ def run_action(
 def _action_of(event: WebSocketEvent) -> str | None:
     """The frame's action, when it has one, for an error that is not about the frame."""
     try:
-        action = protocol.action_of(protocol.parse_frame(event.body))
+        action = protocol.action_of(protocol.parse_frame(event.text))
     except ProtocolError:
         return None
     return None if action is None else action[:64]

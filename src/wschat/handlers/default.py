@@ -19,7 +19,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         # Every known action has its own route, so reaching here means the action is unknown
         # (or the frame is not a JSON object with one).
-        payload = protocol.parse_frame(ws.body)
+        payload = protocol.parse_frame(ws.text)
         action = protocol.action_of(payload)
         expected = ", ".join(registry.NAMES)
         if action is None:

@@ -22,7 +22,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         return {"statusCode": 503}
     log.info(
         "disconnected",
-        extra={"status_code": ws.disconnect_status_code, "reason": ws.disconnect_reason},
+        extra={"status_code": ws.disconnect_status_code, "reason": ws.context.disconnect_reason},
     )
     publish_counts({"ConnectionsClosed": 1, "MessagesDelivered": outcome.delivered})
     return _runtime.ok()
