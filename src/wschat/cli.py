@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 from wschat.chat import registry
 
 if TYPE_CHECKING:
-    pass
+    from wschat.gateway.debugging import DebugTarget
+    from wschat.gateway.spec import ApiSpec
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_TEMPLATE = PACKAGE_DIR.parent.parent / "template.yaml"
@@ -149,6 +150,22 @@ def build_parser() -> argparse.ArgumentParser:
         "$WSCHAT_LOG_LEVEL; without it, INFO for the gateway and the template's LOG_LEVEL for "
         "the functions",
     )
+    serve.add_argument(
+        "--debug",
+        action="append",
+        default=[],
+        metavar="FUNCTION[:PORT]",
+        help="run FUNCTION (a template's logical id; the handler string for --route) under "
+        "debugpy, listening on 127.0.0.1:PORT for VS Code or any DAP client (repeatable; "
+        "default ports 5678, 5679, ... in the order given). It gets one warm environment, and "
+        "its timeouts stop while a debugger is attached",
+    )
+    serve.add_argument(
+        "--debug-wait",
+        action="store_true",
+        help="with --debug: each debugged function waits for its debugger to attach before "
+        "importing its handler (for breakpoints in module code); its invocations wait too",
+    )
     client = sub.add_parser(
         "client",
         help="chat in the terminal",
@@ -219,6 +236,23 @@ def _load_api(args: argparse.Namespace) -> object:
     )
 
 
+def _debug_targets(args: argparse.Namespace, api: ApiSpec) -> dict[str, DebugTarget]:
+    """--debug's functions and ports, checked against the API's functions (ValueError)."""
+    from wschat.gateway import debugging
+
+    if args.debug_wait and not args.debug:
+        raise ValueError("--debug-wait needs --debug FUNCTION")
+    targets = debugging.parse_targets(args.debug, wait=args.debug_wait)
+    debugging.check_functions(targets, (function.name for function in api.functions))
+    debugging.check_ports_free(targets.values())
+    if targets:
+        import importlib.util
+
+        if importlib.util.find_spec("debugpy") is None:
+            raise ValueError("--debug needs debugpy: pip install debugpy")
+    return targets
+
+
 def serve(args: argparse.Namespace) -> int:
     from wschat import local
     from wschat.auth import AuthMisconfigured
@@ -260,6 +294,11 @@ def serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"wschat serve: management credentials: {exc}", file=sys.stderr)
         return 2
+    try:
+        debug = _debug_targets(args, api)
+    except ValueError as exc:
+        print(f"wschat serve: {exc}", file=sys.stderr)
+        return 2
     data_dir: Path = args.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     function_env = local.store_environment(args.store, data_dir) if chat else {}
@@ -283,6 +322,7 @@ def serve(args: argparse.Namespace) -> int:
         management_credentials=credentials,
         queue_store_path=data_dir / "queues.sqlite3",
         reload=args.reload,
+        debug=debug,
     )
     if args.tls:
         files = tls.ensure_certificates(data_dir / "tls")
@@ -318,6 +358,9 @@ def serve(args: argparse.Namespace) -> int:
             print(f"  IAM auth:    @connections needs SigV4 with key {credentials.access_key}")
         else:
             print("  IAM auth:    none; @connections answers this machine (loopback) only")
+        for target in debug.values():
+            waits = " (it waits for you)" if target.wait else ""
+            print(f"Debugger for {target.function}: attach to {target.address}{waits}")
         print("Press Ctrl+C to stop.", flush=True)
         await gateway.serve_forever(stop)
 

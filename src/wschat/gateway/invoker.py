@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from wschat.delivery.sigv4 import Credentials
 from wschat.gateway import iam
+from wschat.gateway.debugging import DebuggerState, DebugTarget, wait_pausing
 from wschat.gateway.spec import FunctionSpec
 from wschat.gateway.workers import ChannelHandler, FunctionPool, InvocationResult
 
@@ -26,13 +27,15 @@ log = logging.getLogger("wschat.gateway")
 T = TypeVar("T")
 
 
-async def within(invocation: Coroutine[Any, Any, T], timeout: float) -> T | None:
+async def within(
+    invocation: Coroutine[Any, Any, T], timeout: float, debugger: DebuggerState | None = None
+) -> T | None:
     """The invocation's result, or None when its caller stops waiting after ``timeout``, as
     API Gateway stops waiting for an integration after 29 s; the invocation itself runs on
-    (the function until its own timeout, as on AWS)."""
+    (the function until its own timeout, as on AWS). The wait stops while ``debugger`` (the
+    function's, under wschat serve --debug) holds the function."""
     task = asyncio.ensure_future(invocation)
-    done, _ = await asyncio.wait({task}, timeout=timeout)
-    return task.result() if done else None
+    return task.result() if await wait_pausing(task, timeout, debugger) else None
 
 
 def region() -> str:
@@ -106,10 +109,16 @@ class Invoker:
         on_channel: ChannelHandler,
         *,
         max_workers: int = 2,
+        debug: dict[str, DebugTarget] | None = None,
     ) -> None:
+        debug = debug or {}
         self.pools: dict[str, FunctionPool] = {
             function.name: FunctionPool(
-                function, environment.of(function), on_channel, max_workers=max_workers
+                function,
+                environment.of(function),
+                on_channel,
+                max_workers=max_workers,
+                debug=debug.get(function.name),
             )
             for function in functions
         }

@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 
 class LambdaContext:
     """The context object Lambda passes as the handler's second argument."""
 
     def __init__(
-        self, request_id: str, function_name: str, memory_mb: int, deadline_ms: int
+        self,
+        request_id: str,
+        function_name: str,
+        memory_mb: int,
+        deadline_ms: int,
+        held_ms: Callable[[], float] | None = None,
     ) -> None:
         region = os.environ.get("AWS_REGION", "us-east-1")
         self.aws_request_id = request_id
@@ -25,6 +31,10 @@ class LambdaContext:
         self.identity = None
         self.client_context = None
         self._deadline_ms = deadline_ms
+        # Under a debugger the clock stops while it holds the worker, as the gateway's does.
+        self._held_ms = held_ms or (lambda: 0.0)
+        self._held_at_start = self._held_ms()
 
     def get_remaining_time_in_millis(self) -> int:
-        return max(0, self._deadline_ms - int(time.time() * 1000))
+        held = self._held_ms() - self._held_at_start
+        return max(0, self._deadline_ms + int(held) - int(time.time() * 1000))

@@ -25,6 +25,7 @@ from typing import Any
 from wschat.delivery.sigv4 import Credentials
 from wschat.gateway import authorizers, core, http, sqs_api
 from wschat.gateway.connection import ClientProtocol, WebSocketConnection, frame_for
+from wschat.gateway.debugging import DebugTarget
 from wschat.gateway.event_sources import EventSourceCounters, Poller
 from wschat.gateway.invoker import Invoker, LambdaEnvironment, region, within
 from wschat.gateway.management import ManagementApi
@@ -62,6 +63,9 @@ class GatewayConfig:
     # The SQS queues' file (``wschat serve`` puts it in the data dir, so what is queued
     # survives a restart); None keeps them in memory for this run only.
     queue_store_path: Path | None = None
+    # Functions run under debugpy (--debug), by FunctionSpec.name; their timeouts stop while
+    # a debugger holds them.
+    debug: dict[str, DebugTarget] = field(default_factory=dict)
 
 
 class Gateway:
@@ -199,6 +203,7 @@ class Gateway:
             self.lambda_environment(),
             self.management.channel_call,
             max_workers=self.config.max_workers_per_function,
+            debug=self.config.debug,
         )
         await self.invoker.warm_up()
         self._start_pollers()
@@ -449,7 +454,11 @@ class Gateway:
 
     async def _integrate(self, route: RouteSpec, event: dict[str, Any]) -> InvocationResult | None:
         """The route's invocation, or None when API Gateway would have stopped waiting."""
-        return await within(self._run_route(route, event), self.config.limits.integration_timeout)
+        return await within(
+            self._run_route(route, event),
+            self.config.limits.integration_timeout,
+            self.pools[route.function.name].debugger,
+        )
 
     async def _authorize(
         self, authorizer: AuthorizerSpec, ws: WebSocketConnection
@@ -468,6 +477,7 @@ class Gateway:
         result = await within(
             self.invoker.invoke(authorizer.function, event),
             self.config.limits.integration_timeout,
+            self.pools[authorizer.function.name].debugger,
         )
         if result is None:
             return authorizers.Decision(500, reason="the authorizer timed out")

@@ -7,7 +7,8 @@ tears down an environment. The worker registers the local fast path so wschat's 
 post to connections over this pipe instead of one HTTP request per recipient.
 
 Run as ``python -m wschat.gateway.worker_main``; configured by ``WSCHAT_WORKER_*`` variables,
-which are removed from the environment before the handler module is imported.
+which are removed from the environment before the handler module is imported. With
+``WSCHAT_WORKER_DEBUG_PORT`` it runs under debugpy first (``worker_debug.WorkerDebugger``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 
 from wschat.delivery import local
 from wschat.delivery.base import DeliveryError, FanoutResult, GoneConnection
-from wschat.gateway import ipc
+from wschat.gateway import ipc, worker_debug
 from wschat.gateway.lambda_context import LambdaContext
 
 
@@ -121,6 +122,7 @@ class Worker:
         self._write_lock = threading.Lock()
         self._invocations: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.channel = PipeChannel(self.write)
+        self.debugger = worker_debug.WorkerDebugger.from_env(env, self.write)
         for endpoint in endpoints:
             local.register_channel(endpoint, self.channel)
         # Like Lambda's /var/task: the code directory is the working directory and on sys.path.
@@ -179,6 +181,8 @@ class Worker:
                     self.channel.resolve(message)
 
     def serve(self) -> None:
+        if self.debugger is not None:
+            self.debugger.start()
         self.load_handler()
         threading.Thread(target=self.read_loop, name="ipc-reader", daemon=True).start()
         self.write({"op": "ready", "ok": self.init_error is None})
@@ -191,7 +195,11 @@ class Worker:
             return {**reply, "ok": False, "error": self.init_error}
         ctx = message["context"]
         context = LambdaContext(
-            ctx["request_id"], self.function_name, self.memory_mb, int(ctx["deadline_ms"])
+            ctx["request_id"],
+            self.function_name,
+            self.memory_mb,
+            int(ctx["deadline_ms"]),
+            self.debugger.held_ms if self.debugger is not None else None,
         )
         try:
             value = self.handler(message["event"], context)

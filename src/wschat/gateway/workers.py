@@ -4,6 +4,9 @@ A ``FunctionPool`` holds the execution environments of one function: it starts o
 traffic, starts more (cold starts) while all are busy, up to ``max_workers``, and replaces one
 that timed out or crashed. Handlers' stdout and stderr go to the gateway's log, prefixed with
 the function's name, as CloudWatch would keep them.
+
+A function under ``--debug`` (``debugging``) has one environment, listening for the debugger,
+kept started so the port answers; its timeout stops while a debugger holds it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wschat.gateway import ipc
+from wschat.gateway.debugging import DebuggerState, DebugTarget, wait_pausing
 from wschat.gateway.spec import FunctionSpec
 
 log = logging.getLogger("wschat.gateway")
@@ -77,12 +81,18 @@ class WorkerProcess:
     """One execution environment: a ``wschat.gateway.worker_main`` process."""
 
     def __init__(
-        self, function: FunctionSpec, env: dict[str, str], on_channel: ChannelHandler, number: int
+        self,
+        function: FunctionSpec,
+        env: dict[str, str],
+        on_channel: ChannelHandler,
+        number: int,
+        debugger: DebuggerState | None = None,
     ) -> None:
         self.function = function
         self.env = env
         self.on_channel = on_channel
         self.number = number
+        self.debugger = debugger  # set when the function runs under --debug
         self.process: asyncio.subprocess.Process | None = None
         self._writer: asyncio.WriteTransport | None = None
         self._ready: asyncio.Future[bool] | None = None
@@ -155,6 +165,9 @@ class WorkerProcess:
         elif op == "ready":
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(bool(message.get("ok")))
+        elif op == "debugger":
+            if self.debugger is not None:
+                self.debugger.set(bool(message.get("holding")))
         else:
             try:
                 reply = self.on_channel(message)
@@ -165,6 +178,8 @@ class WorkerProcess:
 
     def on_pipe_closed(self) -> None:
         self.alive = False
+        if self.debugger is not None:
+            self.debugger.set(False)  # its debug session ended with it
         crash = WorkerCrashed(f"function {self.function.name} exited")
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(crash)
@@ -194,9 +209,7 @@ class WorkerProcess:
                 "context": {"request_id": request_id, "deadline_ms": deadline_ms},
             }
         )
-        try:
-            reply = await asyncio.wait_for(future, timeout)
-        except TimeoutError:
+        if not await wait_pausing(future, timeout, self.debugger):
             self._pending.pop(call_id, None)
             # Lambda ends an environment whose invocation timed out; so do we.
             await self.stop()
@@ -209,6 +222,8 @@ class WorkerProcess:
                 },
                 duration_ms=(time.perf_counter() - started) * 1000,
             )
+        try:
+            reply = future.result()
         except WorkerCrashed as exc:
             return InvocationResult(
                 ok=False,
@@ -244,11 +259,21 @@ class FunctionPool:
         on_channel: ChannelHandler,
         *,
         max_workers: int = 2,
+        debug: DebugTarget | None = None,
     ) -> None:
         self.function = function
         self.env = env
         self.on_channel = on_channel
         self.max_workers = max(1, max_workers)
+        self.debug = debug
+        self.debugger: DebuggerState | None = None
+        if debug is not None:
+            # One port, so one environment: a second would have nowhere to listen.
+            self.max_workers = 1
+            self.env = {**env, **debug.worker_env()}
+            self.debugger = DebuggerState()
+        self._warming: set[asyncio.Task[None]] = set()
+        self._stopped = False
         self._idle: list[WorkerProcess] = []
         self._all: set[WorkerProcess] = set()
         self._starting = 0
@@ -260,12 +285,14 @@ class FunctionPool:
         self.generation = 0
 
     async def _spawn(self) -> WorkerProcess:
-        worker = WorkerProcess(self.function, self.env, self.on_channel, next(self._numbers))
+        worker = WorkerProcess(
+            self.function, self.env, self.on_channel, next(self._numbers), self.debugger
+        )
         worker.generation = self.generation
         self._starting += 1
         try:
             await worker.start()
-        except Exception:
+        except BaseException:  # cancelled too (a pool stopped while it waits for a debugger)
             await worker.stop()
             raise
         finally:
@@ -275,10 +302,32 @@ class FunctionPool:
         return worker
 
     async def warm_up(self) -> None:
-        """Start one environment ahead of traffic so the first request is not a cold start."""
-        if not self._all and not self._starting:
-            worker = await self._spawn()
-            await self._release(worker)
+        """Start one environment ahead of traffic so the first request is not a cold start.
+        A debugged function's starts in the background: the gateway's start never waits on a
+        debugger (--debug-wait, a breakpoint in module code); its invocations wait for it."""
+        if self._all or self._starting:
+            return
+        if self.debug is not None:
+            self._keep_listening()
+            return
+        worker = await self._spawn()
+        await self._release(worker)
+
+    def _keep_listening(self) -> None:
+        """A debugged function's environment is gone (reloaded, timed out, crashed): start the
+        next now, on the same port, so a debugger can attach before the next invocation."""
+        if self.debug is None or self._stopped or self._all or self._starting or self._warming:
+            return
+
+        async def warm() -> None:
+            try:
+                await self._release(await self._spawn())
+            except Exception as exc:
+                log.error("function %s could not start: %s", self.function.name, exc)
+
+        task = asyncio.create_task(warm())
+        self._warming.add(task)
+        task.add_done_callback(self._warming.discard)
 
     async def _acquire(self) -> WorkerProcess:
         while True:
@@ -301,6 +350,7 @@ class FunctionPool:
         for worker in stale:
             self._all.discard(worker)
         await asyncio.gather(*(worker.stop() for worker in stale), return_exceptions=True)
+        self._keep_listening()
         async with self._freed:
             self._freed.notify_all()
 
@@ -310,6 +360,7 @@ class FunctionPool:
         else:
             self._all.discard(worker)
             await worker.stop()  # reap the process and close its pipes
+            self._keep_listening()
         async with self._freed:
             self._freed.notify()
 
@@ -331,6 +382,10 @@ class FunctionPool:
             await self._release(worker)
 
     async def stop(self) -> None:
+        self._stopped = True
+        for task in list(self._warming):
+            task.cancel()
+        await asyncio.gather(*self._warming, return_exceptions=True)
         workers = list(self._all)
         self._all.clear()
         self._idle.clear()
