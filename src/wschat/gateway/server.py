@@ -270,7 +270,7 @@ class Gateway:
                 "AWS_LAMBDA_FUNCTION_NAME": function.name,
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_mb),
                 "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-                "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+                "AWS_EXECUTION_ENV": f"AWS_Lambda_{function.runtime}",
                 "LAMBDA_TASK_ROOT": str(function.code_dir),
                 "PYTHONUNBUFFERED": "1",
             }
@@ -284,6 +284,7 @@ class Gateway:
         env["AWS_ENDPOINT_URL_SQS"] = self.sqs_endpoint
         if self.config.ca_bundle is not None:
             env["AWS_CA_BUNDLE"] = str(self.config.ca_bundle)
+            env["NODE_EXTRA_CA_CERTS"] = str(self.config.ca_bundle)  # the JavaScript SDK's
         # The local fast path answers for both ways a handler may name this stage's endpoint.
         env["WSCHAT_WORKER_ENDPOINTS"] = ",".join(
             [self.management_url, f"https://{self.domain_name}/{self.config.stage}"]
