@@ -9,12 +9,14 @@ init errors, each as the client and the gateway's log see them.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
@@ -35,8 +37,9 @@ from tests.integration.conftest import (
     ws_connect,
     wschat_serve,
 )
+from websockets.asyncio.client import connect
 
-from wschat.gateway import core
+from wschat.gateway import core, tls
 from wschat.gateway.server import GatewayConfig
 from wschat.gateway.template import load_api
 
@@ -176,6 +179,35 @@ def test_wschat_serve_runs_the_node_chat_from_its_template(
         bob.send(json.dumps({"action": "sendmessage", "data": {"text": "hi", "from": "bob"}}))
         for ws in (alice, bob):
             assert json.loads(ws.recv(timeout=15)) == {"text": "hi", "from": "bob"}
+
+
+def test_with_tls_the_sdk_trusts_the_local_ca(
+    node_chat_modules: Path,
+    connections_table: tuple[Any, str],
+    moto_endpoint: str,
+    tmp_path: Path,
+) -> None:
+    # @connections is https:// now: the SDK's posts verify only with NODE_EXTRA_CA_CERTS.
+    _, table = connections_table
+    files = tls.ensure_certificates(tmp_path / "tls")
+    config = GatewayConfig(
+        api=load_api(NODE_CHAT / "template.yaml", parameters={"ConnectionsTableName": table}),
+        function_env=function_aws_env(moto_endpoint),
+        ssl_context=files.server_context(),
+        ca_bundle=files.ca_cert,
+        shutdown_timeout=5.0,
+    )
+
+    async def chat(url: str, client_ssl: ssl.SSLContext) -> list[str | bytes]:
+        # websockets' asyncio client: see test_gateway_tls for why not the sync one over TLS.
+        options: dict[str, Any] = {"ssl": client_ssl, "open_timeout": 5, "proxy": None}
+        async with connect(url, **options) as alice, connect(url, **options) as bob:
+            await alice.send(json.dumps({"action": "sendmessage", "data": "over https"}))
+            return [await asyncio.wait_for(ws.recv(), 10) for ws in (alice, bob)]
+
+    with running_gateway(config) as gateway:
+        assert gateway.management_url.startswith("https://")
+        assert asyncio.run(chat(gateway.url, gateway.client_ssl)) == ["over https"] * 2
 
 
 # --- the inspector: one gateway for the module ---------------------------------------------------
