@@ -398,3 +398,71 @@ def test_missing_node_is_a_clear_error_at_start_up(monkeypatch: pytest.MonkeyPat
         "function CountFunction could not start: function CountFunction needs Node.js"
         " (nodejs20.x): no `node` on PATH" in running.logs.text
     )
+
+
+# --- code reload ----------------------------------------------------------------------------
+
+RELOAD_TEMPLATE = """
+Resources:
+  Api:
+    Type: AWS::ApiGatewayV2::Api
+    Properties: {ProtocolType: WEBSOCKET}
+  Route:
+    Type: AWS::ApiGatewayV2::Route
+    Properties:
+      ApiId: !Ref Api
+      RouteKey: $default
+      RouteResponseSelectionExpression: $default
+      Target: !Sub "integrations/${Integration}"
+  Integration:
+    Type: AWS::ApiGatewayV2::Integration
+    Properties:
+      ApiId: !Ref Api
+      IntegrationType: AWS_PROXY
+      IntegrationUri: !Sub "arn:aws:apigateway:${AWS::Region}:lambda:path/2015-03-31/\\
+        functions/${Fn.Arn}/invocations"
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties: {CodeUri: code, Handler: app.handler, Runtime: nodejs20.x}
+"""
+RELOAD_APP = 'export const handler = async () => ({ statusCode: 200, body: "%s" });\n'
+
+
+def test_an_edit_to_a_node_handler_is_picked_up_and_a_syntax_error_is_an_init_error(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "code").mkdir()
+    (tmp_path / "template.yaml").write_text(RELOAD_TEMPLATE)
+    app = tmp_path / "code" / "app.mjs"
+
+    def edit(pool: Any, text: str) -> None:
+        generation = pool.generation
+        partial = app.with_suffix(".tmp")  # written whole and renamed, as editors save
+        partial.write_text(text)
+        partial.replace(app)
+        wait_for(lambda: pool.generation > generation, 10, "the reload")
+
+    app.write_text(RELOAD_APP % "v1")
+    config = GatewayConfig(
+        api=load_api(tmp_path / "template.yaml"),
+        reload=True,
+        limits=core.Limits(integration_timeout=5.0),
+        shutdown_timeout=5.0,
+    )
+    with running_gateway(config) as running, running.connect() as ws:
+        [pool] = running.gateway.pools.values()
+        ws.send("{}")
+        assert ws.recv(timeout=5) == "v1"
+        edit(pool, RELOAD_APP % "v2")
+        ws.send("{}")
+        assert ws.recv(timeout=5) == "v2"
+        edit(pool, "export const handler = async () => { return 1 +; };\n")
+        ws.send("{}")
+        assert json.loads(ws.recv(timeout=5))["message"] == "Internal server error"
+        edit(pool, RELOAD_APP % "v3")
+        ws.send("{}")
+        assert ws.recv(timeout=5) == "v3"
+    assert "Fn failed: Runtime.UserCodeSyntaxError: SyntaxError: Unexpected token" in (
+        running.logs.text
+    )
+    assert f"in {app}" in running.logs.text  # the file at fault is named

@@ -177,7 +177,7 @@ async function loadModule(base, moduleName) {
     try {
       return isModule ? await import(pathToFileURL(file).href) : createRequire(file)(file);
     } catch (error) {
-      throw asInitError(error);
+      throw asInitError(error, file);
     }
   }
   const error = new Error(`Cannot find module '${moduleName}'`);
@@ -195,10 +195,17 @@ function nearestPackageType(directory) {
   }
 }
 
-function asInitError(error) {
+function asInitError(error, file) {
   // Named as Lambda's Node.js runtime names them; any other error keeps its own name.
   if (error instanceof SyntaxError) {
-    return new RuntimeError("Runtime.UserCodeSyntaxError", `${error.name}: ${error.message}`, error);
+    const syntax = new RuntimeError(
+      "Runtime.UserCodeSyntaxError",
+      `${error.name}: ${error.message}`,
+      error,
+    );
+    // An ES module's syntax error has no frame of its file: name it.
+    if (!syntax.stack.includes(file)) syntax.stack += `\n    in ${file}`;
+    return syntax;
   }
   if (error?.code === "MODULE_NOT_FOUND" || error?.code === "ERR_MODULE_NOT_FOUND") {
     return new RuntimeError("Runtime.ImportModuleError", `${error.name}: ${error.message}`, error);
