@@ -7,6 +7,7 @@ which mistake it makes.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -209,6 +210,96 @@ def test_zip_file_code_runs_as_index_py() -> None:
     assert load_api(fixture("plain_cfn.json")).routes["ping"].function.code_dir == ping.code_dir
 
 
+# --- runtimes and their handlers ----------------------------------------------------------------
+
+ONE_FUNCTION = """
+Resources:
+  Api:
+    Type: AWS::ApiGatewayV2::Api
+    Properties: {ProtocolType: WEBSOCKET}
+  Route:
+    Type: AWS::ApiGatewayV2::Route
+    Properties: {ApiId: !Ref Api, RouteKey: $default, Target: !Sub "integrations/${Integration}"}
+  Integration:
+    Type: AWS::ApiGatewayV2::Integration
+    Properties:
+      ApiId: !Ref Api
+      IntegrationType: AWS_PROXY
+      IntegrationUri: !Sub "arn:aws:apigateway:${AWS::Region}:lambda:path/2015-03-31/\\
+        functions/${Fn.Arn}/invocations"
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties: {CodeUri: ., Handler: %s, Runtime: %s}
+"""
+
+
+def one_function(tmp_path: Path, runtime: str, handler: str) -> Any:
+    (tmp_path / "template.yaml").write_text(ONE_FUNCTION % (handler, runtime))
+    return load_api(tmp_path / "template.yaml").routes["$default"].function
+
+
+@pytest.mark.parametrize(
+    ("runtime", "handler", "read_as"),
+    [
+        ("python3.12", "app.on_message", "app.on_message"),
+        ("python3.13", "src/app.on_message", "src.app.on_message"),
+        ("nodejs18.x", "index.handler", "index.handler"),
+        ("nodejs20.x", "src/app.handler", "src/app.handler"),
+        ("nodejs22.x", "lib/ws.api.onMessage", "lib/ws.api.onMessage"),  # a nested export
+        ("nodejs24.x", "my-app.$handler", "my-app.$handler"),
+    ],
+)
+def test_handler_is_read_as_its_runtime_reads_it(
+    tmp_path: Path, runtime: str, handler: str, read_as: str
+) -> None:
+    function = one_function(tmp_path, runtime, handler)
+    assert (function.runtime, function.handler) == (runtime, read_as)
+    assert function.is_node == runtime.startswith("nodejs")
+
+
+def test_runtime_defaults_to_python_and_comes_from_globals(tmp_path: Path) -> None:
+    assert load_api(fixture("plain_cfn.json")).routes["$connect"].function.runtime == "python3.12"
+    text = "Globals:\n  Function:\n    Runtime: nodejs22.x\n" + ONE_FUNCTION.replace(
+        ", Runtime: %s", ""
+    )
+    (tmp_path / "template.yaml").write_text(text % "src/app.handler")
+    function = load_api(tmp_path / "template.yaml").routes["$default"].function
+    assert (function.runtime, function.handler) == ("nodejs22.x", "src/app.handler")
+
+
+@pytest.mark.parametrize(
+    ("runtime", "handler"),
+    [
+        ("nodejs20.x", "handler"),  # no file
+        ("nodejs20.x", "index."),
+        ("nodejs20.x", "index.1st"),
+        ("nodejs20.x", "../outside/index.handler"),  # not in the code directory
+        ("nodejs20.x", "src/.handler"),
+        ("python3.12", "index.handler-x"),
+    ],
+)
+def test_bad_handler_for_the_runtime_is_an_error(
+    tmp_path: Path, runtime: str, handler: str
+) -> None:
+    expected = "file.export" if runtime.startswith("nodejs") else "module.function"
+    with pytest.raises(TemplateError, match=f"handler '{re.escape(handler)}' is not {expected}"):
+        one_function(tmp_path, runtime, handler)
+
+
+@pytest.mark.parametrize("runtime", ["java21", "provided.al2023", "nodejs16.x", "dotnet8", "ruby"])
+def test_runtimes_the_gateway_cannot_run_are_refused(tmp_path: Path, runtime: str) -> None:
+    with pytest.raises(TemplateError, match=f"Runtime {re.escape(runtime)} is not run locally"):
+        one_function(tmp_path, runtime, "index.handler")
+
+
+def test_node_inline_code_runs_as_index_js(tmp_path: Path) -> None:
+    text = ONE_FUNCTION.replace("CodeUri: .", "InlineCode: 'exports.handler = async () => 1'")
+    (tmp_path / "template.yaml").write_text(text % ("index.handler", "nodejs20.x"))
+    function = load_api(tmp_path / "template.yaml").routes["$default"].function
+    assert (function.code_dir / "index.js").read_text() == "exports.handler = async () => 1"
+    assert not (function.code_dir / "index.py").exists()
+
+
 # --- a third-party app --------------------------------------------------------------------------
 
 
@@ -330,7 +421,8 @@ BROKEN = [
     ("http_integration", "integration SendIntegration: IntegrationType HTTP_PROXY"),
     ("foreign_function", "integration SendIntegration: IntegrationUri invokes 'elsewhere'"),
     ("integration_of_other_api", "route SendRoute: integration SendIntegration belongs to another"),
-    ("node_runtime", "function SendFunction: Runtime nodejs20.x is not Python"),
+    ("old_node_runtime", "function SendFunction: Runtime nodejs16.x is not run locally"),
+    ("java_runtime", "function SendFunction: Runtime java21 is not run locally"),
     ("no_handler", "function SendFunction: has no Handler"),
     ("bad_handler", "function SendFunction: handler 'on_message' is not module.function"),
     ("bad_target", "route SendRoute: Target 'SendIntegration' is not integrations/"),

@@ -70,7 +70,7 @@ class LambdaEnvironment:
                 "AWS_LAMBDA_FUNCTION_NAME": function.name,
                 "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_mb),
                 "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-                "AWS_EXECUTION_ENV": "AWS_Lambda_python3.12",
+                "AWS_EXECUTION_ENV": f"AWS_Lambda_{function.runtime}",
                 "LAMBDA_TASK_ROOT": str(function.code_dir),
                 "PYTHONUNBUFFERED": "1",
             }
@@ -84,6 +84,7 @@ class LambdaEnvironment:
         env["AWS_ENDPOINT_URL_SQS"] = self.sqs_endpoint
         if self.ca_bundle is not None:
             env["AWS_CA_BUNDLE"] = str(self.ca_bundle)
+            env["NODE_EXTRA_CA_CERTS"] = str(self.ca_bundle)  # the JavaScript SDK's
         env["WSCHAT_WORKER_ENDPOINTS"] = ",".join(self.fast_path_endpoints)
         env.update(function.environment)
         env.update(self.extra)

@@ -3,8 +3,11 @@
 Messages (``op``):
 
 * gateway → worker: ``invoke`` {id, event, context}; ``reply`` {id, ...} answering a channel call
-* worker → gateway: ``result`` {id, ok, value | error}; ``post_many`` / ``post_batch`` /
-  ``get`` / ``delete`` {id, ...}, the local fast path's calls, answered with ``reply``.
+* worker → gateway: ``result`` {id, ok, value | error, exiting?}; ``post_many`` /
+  ``post_batch`` / ``get`` / ``delete`` {id, ...}, the local fast path's calls (Python workers),
+  answered with ``reply``. ``exiting``: the worker ends after this answer, as Lambda's Node.js
+  runtime does after an uncaught error.
+* worker → gateway, once: ``ready`` {ok}, false when the handler could not be loaded.
 """
 
 from __future__ import annotations

@@ -4,12 +4,29 @@ the SQS queues and event sources (queue -> function) of the same template."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_ROUTE_SELECTION = "$request.body.action"
 DEFAULT_TIMEOUT_SECONDS = 3.0  # Lambda's default function timeout
 DEFAULT_MEMORY_MB = 128
+DEFAULT_RUNTIME = "python3.12"
+# The Lambda runtimes the gateway runs: any python3.x, and Node.js from 18 (the oldest Lambda
+# still runs; older ones cannot be created or updated any more).
+_PYTHON_RUNTIME = re.compile(r"^python3\.\d+$")
+_NODE_RUNTIME = re.compile(r"^nodejs(\d+)\.x$")
+MIN_NODE_MAJOR = 18
+
+
+def runtime_language(runtime: str) -> str | None:
+    """ "python" or "nodejs" for a runtime the gateway runs, None for any other."""
+    if _PYTHON_RUNTIME.match(runtime):
+        return "python"
+    node = _NODE_RUNTIME.match(runtime)
+    if node and int(node.group(1)) >= MIN_NODE_MAJOR:
+        return "nodejs"
+    return None
 
 
 @dataclass(frozen=True)
@@ -17,11 +34,16 @@ class FunctionSpec:
     """One Lambda function: where its code is and how it runs."""
 
     name: str  # the template's logical id, or the handler string for --route
-    handler: str  # "package.module.function"
-    code_dir: Path  # put first on sys.path, like Lambda's /var/task
+    handler: str  # "package.module.function" (Python), "dir/file.export" (Node.js)
+    code_dir: Path  # the working directory and where the handler is found, like /var/task
     environment: dict[str, str] = field(default_factory=dict)
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     memory_mb: int = DEFAULT_MEMORY_MB
+    runtime: str = DEFAULT_RUNTIME  # the template's Runtime, one runtime_language knows
+
+    @property
+    def is_node(self) -> bool:
+        return runtime_language(self.runtime) == "nodejs"
 
 
 @dataclass(frozen=True)

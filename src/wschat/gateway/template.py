@@ -27,13 +27,16 @@ from wschat.gateway.intrinsics import FUNCTION_TYPES, QUEUE_TYPE, Resolver, Temp
 from wschat.gateway.spec import (
     DEFAULT_MEMORY_MB,
     DEFAULT_ROUTE_SELECTION,
+    DEFAULT_RUNTIME,
     DEFAULT_TIMEOUT_SECONDS,
+    MIN_NODE_MAJOR,
     ApiSpec,
     AuthorizerSpec,
     EventSourceSpec,
     FunctionSpec,
     QueueSpec,
     RouteSpec,
+    runtime_language,
 )
 
 __all__ = [
@@ -73,6 +76,9 @@ _FUNCTION_PROPERTIES: Final = frozenset(
 )
 _HANDLER: Final = re.compile(r"^[\w/.-]+\.[A-Za-z_]\w*$")
 _CODE_PROPERTIES: Final = frozenset({"CodeUri", "InlineCode", "Code"})
+# Lambda's Node.js runtime splits the part after the last "/" at its first ".": the file (no
+# extension: index.js, .mjs or .cjs) and the export, which may be a path (index.api.onMessage).
+_NODE_HANDLER: Final = re.compile(r"^(?:[\w.-]+/)*[\w-]+\.[A-Za-z_$][\w$]*(?:\.[A-Za-z_$][\w$]*)*$")
 
 
 class CloudFormationLoader(yaml.SafeLoader):
@@ -522,9 +528,13 @@ class _TemplateReader:
         )
         if value.get("PackageType") == "Image":
             raise self.error(where, "container image functions are not run locally")
-        runtime = value.get("Runtime")
-        if runtime is not None and not str(runtime).startswith("python"):
-            raise self.error(where, f"Runtime {runtime} is not Python")
+        runtime = str(value.get("Runtime", DEFAULT_RUNTIME))
+        if runtime_language(runtime) is None:
+            raise self.error(
+                where,
+                f"Runtime {runtime} is not run locally: the gateway runs python3.x and"
+                f" nodejs{MIN_NODE_MAJOR}.x or later",
+            )
         handler = value.get("Handler")
         if not isinstance(handler, str):
             raise self.error(where, "has no Handler")
@@ -534,14 +544,15 @@ class _TemplateReader:
             raise self.error(where, "Environment.Variables must be a mapping")
         return FunctionSpec(
             name=logical_id,
-            handler=_check_handler(handler, f"{self.source}: {where}"),
-            code_dir=asset or self.code_dir(resource["Type"], value, where),
+            handler=_check_handler(handler, f"{self.source}: {where}", runtime),
+            code_dir=asset or self.code_dir(resource["Type"], value, where, runtime),
             environment={
                 str(key): self.resolver.stringify(item, where, f"environment variable {key}")
                 for key, item in (variables or {}).items()
             },
             timeout=self.number(value, "Timeout", DEFAULT_TIMEOUT_SECONDS, where),
             memory_mb=int(self.number(value, "MemorySize", DEFAULT_MEMORY_MB, where)),
+            runtime=runtime,
         )
 
     def number(self, properties: dict[str, Any], key: str, default: float, where: str) -> float:
@@ -584,11 +595,12 @@ class _TemplateReader:
             )
         return directory
 
-    def code_dir(self, kind: str, properties: dict[str, Any], where: str) -> Path:
+    def code_dir(self, kind: str, properties: dict[str, Any], where: str, runtime: str) -> Path:
         if kind == _SAM_FUNCTION:
             if "InlineCode" in properties:
                 return _inline_code_dir(
-                    self.resolver.stringify(properties["InlineCode"], where, "InlineCode")
+                    self.resolver.stringify(properties["InlineCode"], where, "InlineCode"),
+                    runtime,
                 )
             code = properties.get("CodeUri", ".")  # SAM CLI's default too
             if not isinstance(code, str):
@@ -599,7 +611,9 @@ class _TemplateReader:
         else:
             code = properties.get("Code")
             if isinstance(code, dict) and "ZipFile" in code:
-                return _inline_code_dir(self.resolver.stringify(code["ZipFile"], where, "ZipFile"))
+                return _inline_code_dir(
+                    self.resolver.stringify(code["ZipFile"], where, "ZipFile"), runtime
+                )
             if not isinstance(code, str):
                 raise self.error(
                     where,
@@ -624,20 +638,28 @@ def _merge(defaults: Any, overrides: Any) -> Any:
     return merged
 
 
-def _inline_code_dir(source: str) -> Path:
-    """Inline code (ZipFile, InlineCode) runs as index.py, as on Lambda; the directory is named by
-    the code's hash so loading the same template twice writes nothing new."""
-    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+def _inline_code_dir(source: str, runtime: str) -> Path:
+    """Inline code (ZipFile, InlineCode) runs as index.py or index.js, as on Lambda; the directory
+    is named by the code's hash so loading the same template twice writes nothing new."""
+    name = "index.js" if runtime_language(runtime) == "nodejs" else "index.py"
+    digest = hashlib.sha256(f"{name}\0{source}".encode()).hexdigest()[:16]
     directory = Path(tempfile.gettempdir()) / "wschat-inline-code" / digest
-    module = directory / "index.py"
+    module = directory / name
     if not module.exists() or module.read_text(encoding="utf-8") != source:
         directory.mkdir(parents=True, exist_ok=True)
         module.write_text(source, encoding="utf-8")
     return directory
 
 
-def _check_handler(handler: str, where: str) -> str:
-    """``module.function`` as Lambda's Python runtime reads it ("dir/module.fn" is "dir.module")."""
+def _check_handler(handler: str, where: str, runtime: str = DEFAULT_RUNTIME) -> str:
+    """The handler as the runtime reads it: Python's ``module.function`` ("dir/module.fn" is
+    "dir.module.fn"), Node.js's ``dir/file.export`` as it is."""
+    if runtime_language(runtime) == "nodejs":
+        if not _NODE_HANDLER.match(handler) or ".." in handler.split("/"):
+            raise TemplateError(
+                f"{where}: handler {handler!r} is not file.export (e.g. index.handler)"
+            )
+        return handler
     if not _HANDLER.match(handler):
         raise TemplateError(f"{where}: handler {handler!r} is not module.function")
     return handler.replace("/", ".")

@@ -16,11 +16,13 @@ import contextlib
 import itertools
 import logging
 import os
+import shutil
 import sys
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from wschat.gateway import ipc
@@ -64,6 +66,26 @@ class WorkerCrashed(Exception):
     pass
 
 
+class WorkerStartError(Exception):
+    """The function's runtime cannot be started here."""
+
+
+NODE_WORKER = Path(__file__).with_name("node_worker.mjs")
+
+
+def worker_command(function: FunctionSpec, path: str | None) -> list[str]:
+    """The program that runs one of ``function``'s execution environments (``path``: its
+    PATH)."""
+    if function.is_node:
+        node = shutil.which("node", path=path)
+        if node is None:
+            raise WorkerStartError(
+                f"function {function.name} needs Node.js ({function.runtime}): no `node` on PATH"
+            )
+        return [node, str(NODE_WORKER)]
+    return [sys.executable, "-m", "wschat.gateway.worker_main"]
+
+
 class _PipeReader(asyncio.Protocol):
     def __init__(self, worker: WorkerProcess) -> None:
         self.worker = worker
@@ -78,7 +100,8 @@ class _PipeReader(asyncio.Protocol):
 
 
 class WorkerProcess:
-    """One execution environment: a ``wschat.gateway.worker_main`` process."""
+    """One execution environment: a ``wschat.gateway.worker_main`` process, or a
+    ``node_worker.mjs`` one for a Node.js function (both speak ``ipc``)."""
 
     def __init__(
         self,
@@ -104,6 +127,7 @@ class WorkerProcess:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        command = worker_command(self.function, self.env.get("PATH"))
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
         env = {
@@ -118,9 +142,7 @@ class WorkerProcess:
         self._ready = loop.create_future()
         try:
             self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "wschat.gateway.worker_main",
+                *command,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
@@ -159,6 +181,10 @@ class WorkerProcess:
     def on_message(self, message: dict[str, Any]) -> None:
         op = message.get("op")
         if op == "result":
+            if message.get("exiting"):
+                # The runtime ends this environment after answering (Node.js's does after an
+                # uncaught error): not to be handed another invocation meanwhile.
+                self.alive = False
             future = self._pending.pop(int(message["id"]), None)
             if future is not None and not future.done():
                 future.set_result(message)
