@@ -244,6 +244,12 @@ def _debug_targets(args: argparse.Namespace, api: ApiSpec) -> dict[str, DebugTar
         raise ValueError("--debug-wait needs --debug FUNCTION")
     targets = debugging.parse_targets(args.debug, wait=args.debug_wait)
     debugging.check_functions(targets, (function.name for function in api.functions))
+    for function in api.functions:
+        if function.name in targets and function.is_node:
+            raise ValueError(
+                f"--debug runs Python functions under debugpy; {function.name} is "
+                f"{function.runtime} (debug it with node --inspect outside the gateway)"
+            )
     debugging.check_ports_free(targets.values())
     if targets:
         import importlib.util

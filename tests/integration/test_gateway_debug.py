@@ -223,3 +223,18 @@ def test_serve_refuses_an_unknown_function_naming_the_known_ones(tmp_path: Path)
     assert done.returncode == 2, done
     assert "NoSuchFunction" in done.stderr
     assert "DefaultFunction, SlowFunction" in done.stderr
+
+
+def test_serve_refuses_to_debug_a_nodejs_function_saying_how(tmp_path: Path) -> None:
+    template = REPO / "tests" / "fixtures" / "apps" / "node_inspector" / "template.yaml"
+    args = ["serve", "--template", str(template), "--data-dir", str(tmp_path)]
+    done = subprocess.run(
+        [*wschat_command(), *args, "--debug", "CountFunction"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2, done
+    assert "CountFunction is nodejs20.x" in done.stderr
+    assert "node --inspect" in done.stderr
