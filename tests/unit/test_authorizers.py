@@ -99,6 +99,15 @@ def test_a_malformed_answer_is_a_500(answer: Any) -> None:
     assert decide(answer, ARN).status == 500
 
 
+def test_an_answer_over_api_gateways_8_kb_result_quota_is_a_500() -> None:
+    answer = policy()
+    answer["context"] = {"note": "x" * 7_000}
+    assert decide(answer, ARN).status == 200
+    answer["context"] = {"note": "x" * 8_200}
+    decision = decide(answer, ARN)
+    assert decision.status == 500 and "8192 bytes" in decision.reason
+
+
 def test_unauthorized_is_401_and_any_other_failure_500() -> None:
     assert failure("Unauthorized").status == 401
     assert failure("KeyError: 'token'").status == 500

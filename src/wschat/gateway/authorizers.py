@@ -19,6 +19,7 @@ APIs with AWS Lambda REQUEST authorizers", API Gateway developer guide):
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from typing import Any
 
 ACCOUNT_ID = "123456789012"
 INVOKE_ACTIONS = {"execute-api:invoke", "execute-api:*", "*"}
+# API Gateway's quota on a Lambda authorizer's result: a bigger answer fails the request (500).
+MAX_RESULT_BYTES = 8 * 1024
 _SOURCE = re.compile(r"^route\.request\.(header|querystring)\.(.+)$")
 _STAGE_VARIABLE = re.compile(r"^stageVariables\.(.+)$")
 
@@ -125,6 +128,8 @@ def decide(answer: Any, arn: str) -> Decision:
     """What the authorizer's answer means for the request to ``arn``."""
     if not isinstance(answer, dict):
         return Decision(500, reason="the authorizer's answer is not an object")
+    if len(json.dumps(answer, separators=(",", ":"), default=str)) > MAX_RESULT_BYTES:
+        return Decision(500, reason=f"the authorizer's answer is over {MAX_RESULT_BYTES} bytes")
     principal = answer.get("principalId")
     if not isinstance(principal, str) or not principal:
         return Decision(500, reason="the authorizer's answer has no principalId")
