@@ -125,12 +125,14 @@ class ChatService:
             # API Gateway routed the frame here by its action, so this cannot happen on AWS;
             # it keeps a function from running actions its IAM role was not written for.
             raise ProtocolError(protocol.UNKNOWN_ACTION, "action not served here", command.ACTION)
-        connection = self.store.get_connection(connection_id)
+        connection, admitted = self.store.admit(
+            connection_id, self.now_ms(), self.config.rate_limit
+        )
         if connection is None:
             raise ProtocolError(
                 protocol.UNAVAILABLE, "this connection is not registered; reconnect", command.ACTION
             )
-        if not self.store.take_token(connection_id, self.now_ms(), self.config.rate_limit):
+        if not admitted:
             limit = self.config.rate_limit
             raise ProtocolError(
                 protocol.RATE_LIMITED,

@@ -505,6 +505,18 @@ def test_each_connection_has_its_own_bucket(store: ChatStore) -> None:
     assert store.take_token(BOB, TS, limit) is True
 
 
+def test_admit_reads_the_record_and_takes_from_the_same_bucket(store: ChatStore) -> None:
+    connect(store, ALICE, "alice", "lobby")
+    limit = RateLimit(rate_per_second=1, burst=2)
+
+    connection, admitted = store.admit(ALICE, TS, limit)
+    assert connection == store.get_connection(ALICE) and admitted
+    assert store.take_token(ALICE, TS, limit) is True  # the second of two
+    connection, admitted = store.admit(ALICE, TS, limit)
+    assert connection is not None and connection.name == "alice" and not admitted
+    assert store.admit("never-connected=", TS, limit) == (None, True)
+
+
 def test_take_token_of_an_unknown_connection_allows_it(store: ChatStore) -> None:
     limit = RateLimit(rate_per_second=1, burst=1)
 

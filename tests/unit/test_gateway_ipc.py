@@ -23,7 +23,11 @@ RESULT = {"op": "result", "id": 1, "ok": True, "value": {"statusCode": 200}}
 POST_MANY = {"op": "post_many", "id": 7, "ids": ["a=", "b="], "data": "hi"}
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
     lambda inner: (
         st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
     ),
@@ -79,6 +83,18 @@ def test_non_json_values_are_sent_as_their_string_form() -> None:
     # A handler's result may hold values JSON cannot carry; the frame must still be valid.
     frame = ipc.encode({"op": "result", "id": 1, "ok": True, "value": {"tags": frozenset()}})
     assert ipc.Decoder().feed(frame)[0]["value"] == {"tags": "frozenset()"}
+
+
+def test_values_json_has_no_words_for_cross_as_null() -> None:
+    # Infinity and NaN are not JSON; orjson writes them as null, as a JSON parser would read
+    # any strict encoding of them.
+    frame = ipc.encode({"value": [float("inf"), float("nan"), 1.5]})
+    assert ipc.Decoder().feed(frame)[0]["value"] == [None, None, 1.5]
+
+
+def test_what_orjson_refuses_crosses_through_the_standard_library() -> None:
+    message = {"big": 2**70, "text": "lone \ud800 surrogate"}
+    assert ipc.Decoder().feed(ipc.encode(message)) == [message]
 
 
 @settings(max_examples=100, deadline=None)

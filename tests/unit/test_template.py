@@ -124,6 +124,7 @@ STORE_CALLS: dict[str, set[tuple[str, str]]] = {
     "connection_ids_named": {("dynamodb:Query", NAME_INDEX)},  # Query on the GSI
     # Read the bucket (GetItem), write it back only if unchanged (conditional UpdateItem).
     "take_token": {("dynamodb:GetItem", CONNECTIONS), ("dynamodb:UpdateItem", CONNECTIONS)},
+    "admit": {("dynamodb:GetItem", CONNECTIONS), ("dynamodb:UpdateItem", CONNECTIONS)},
     # Transaction: conditional Put of the membership, Update (ADD rooms) of the record.
     "join_room": {("dynamodb:PutItem", MEMBERS), ("dynamodb:UpdateItem", CONNECTIONS)},
     # Transaction: Delete of the membership, Update (DELETE rooms) of the record; a plain
@@ -723,6 +724,9 @@ def adapter_calls(template: dict[str, Any]) -> dict[str, set[tuple[str, str]]]:
         assert run("take_token", "a", now_ms, limit) is True
         assert run("take_token", "a", now_ms, limit) is False
         assert run("take_token", "nobody", now_ms, limit) is True
+        assert run("admit", "c", now_ms, limit)[1] is True
+        assert run("admit", "c", now_ms, limit)[1] is False
+        assert run("admit", "nobody", now_ms, limit) == (None, True)
         assert run("join_room", "general", "a", "alice2", expires) is True
         assert run("join_room", "general", "a", "alice2", expires) is False
         assert run("leave_room", "general", "a") is True

@@ -33,7 +33,7 @@ from wschat.chat.intents import Intent
 
 # What running any action asks of the store before its use case: the caller's record and a
 # rate-limit token.
-HANDLE_NEEDS = frozenset({"get_connection", "take_token"})
+HANDLE_NEEDS = frozenset({"admit"})
 
 
 @dataclass(frozen=True)

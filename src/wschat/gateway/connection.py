@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Coroutine
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from websockets.frames import Frame, Opcode
 from websockets.http11 import Request as WsRequest
@@ -159,8 +159,8 @@ class ClientProtocol(asyncio.Protocol):
     # --- asyncio callbacks -------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport (uvloop's are not asyncio.Transport subclasses, only alike).
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = str(peer[0])

@@ -237,6 +237,12 @@ class ChatStore(ConnectionStore, Protocol):
         the same connection cannot both spend the last token.
         """
 
+    def admit(
+        self, connection_id: str, now_ms: int, limit: RateLimit
+    ) -> tuple[Connection | None, bool]:
+        """``get_connection`` and ``take_token`` in one go, as every frame needs them: the
+        record (None if unknown, and then nothing is taken) and whether a token was taken."""
+
     # --- memberships ---
 
     def join_room(self, room: str, connection_id: str, name: str, expires_at: int) -> bool:

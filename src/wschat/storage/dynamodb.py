@@ -332,17 +332,27 @@ class DynamoDBStore(MessageRecords, RoomRecords):
             return [item["connectionId"]["S"] for page in pages for item in page.get("Items", [])]
 
     def take_token(self, connection_id: str, now_ms: int, limit: RateLimit) -> bool:
+        return self._admit(connection_id, now_ms, limit, "connectionId, tokens, tokensAt")[1]
+
+    def admit(
+        self, connection_id: str, now_ms: int, limit: RateLimit
+    ) -> tuple[Connection | None, bool]:
+        # One GetItem of the whole record where get_connection + take_token read it twice.
+        return self._admit(connection_id, now_ms, limit, None)
+
+    def _admit(
+        self, connection_id: str, now_ms: int, limit: RateLimit, projection: str | None
+    ) -> tuple[Connection | None, bool]:
         key = schema.connection_key(connection_id)
+        read: dict[str, Any] = {"TableName": self.tables.connections, "Key": key}
+        if projection is not None:
+            read["ProjectionExpression"] = projection
         for attempt in range(_OPTIMISTIC_ATTEMPTS):
             with _translated(f"GetItem {connection_id}"):
-                item = self._client.get_item(
-                    TableName=self.tables.connections,
-                    Key=key,
-                    ConsistentRead=True,
-                    ProjectionExpression="connectionId, tokens, tokensAt",
-                ).get("Item")
+                item = self._client.get_item(ConsistentRead=True, **read).get("Item")
             if item is None:
-                return True  # not stored (e.g. $connect still running): nothing to limit by
+                return None, True  # not stored (e.g. $connect still running): nothing to limit
+            connection = schema.connection_from(item) if projection is None else None
             tokens, tokens_at = item.get("tokens"), item.get("tokensAt")
             level = limit.level(
                 None if tokens is None else float(tokens["N"]),
@@ -350,7 +360,7 @@ class DynamoDBStore(MessageRecords, RoomRecords):
                 now_ms,
             )
             if level < 1:
-                return False
+                return connection, False
             # Written only if the bucket is still as read. Both attributes are compared: two
             # takers in the same millisecond leave tokensAt as it was.
             condition = ["attribute_exists(connectionId)"]
@@ -372,7 +382,7 @@ class DynamoDBStore(MessageRecords, RoomRecords):
                 ExpressionAttributeValues=values,
             )
             if taken is not None:
-                return True
+                return connection, True
             _pause(attempt)  # another taker came first, or the record went: read again
         raise StoreUnavailable(f"DynamoDB take_token {connection_id}: too many concurrent takers")
 

@@ -228,24 +228,37 @@ class SqliteStore:
         return [str(row[0]) for row in rows]
 
     def take_token(self, connection_id: str, now_ms: int, limit: RateLimit) -> bool:
-        def work(db: sqlite3.Connection) -> bool:
-            row = db.execute(
-                'SELECT tokens, tokensAt FROM "websocket-connections" WHERE connectionId = ?',
-                (connection_id,),
-            ).fetchone()
-            if row is None:
-                return True  # not stored (e.g. $connect still running): nothing to limit by
-            tokens = limit.level(row[0], row[1], now_ms)
-            if tokens < 1:
-                return False
-            db.execute(
-                'UPDATE "websocket-connections" SET tokens = ?, tokensAt = ?'
-                " WHERE connectionId = ?",
-                (tokens - 1, now_ms, connection_id),
-            )
-            return True
+        return self._run(lambda db: self._take(db, connection_id, now_ms, limit), write=True)
+
+    def admit(
+        self, connection_id: str, now_ms: int, limit: RateLimit
+    ) -> tuple[Connection | None, bool]:
+        # One transaction where get_connection + take_token were two (every frame runs it).
+        def work(db: sqlite3.Connection) -> tuple[Connection | None, bool]:
+            connection = self._connection(db, connection_id)
+            if connection is None:
+                return None, True
+            return connection, self._take(db, connection_id, now_ms, limit)
 
         return self._run(work, write=True)
+
+    def _take(
+        self, db: sqlite3.Connection, connection_id: str, now_ms: int, limit: RateLimit
+    ) -> bool:
+        row = db.execute(
+            'SELECT tokens, tokensAt FROM "websocket-connections" WHERE connectionId = ?',
+            (connection_id,),
+        ).fetchone()
+        if row is None:
+            return True  # not stored (e.g. $connect still running): nothing to limit by
+        tokens = limit.level(row[0], row[1], now_ms)
+        if tokens < 1:
+            return False
+        db.execute(
+            'UPDATE "websocket-connections" SET tokens = ?, tokensAt = ? WHERE connectionId = ?',
+            (tokens - 1, now_ms, connection_id),
+        )
+        return True
 
     # --- memberships -------------------------------------------------------------------------
 
