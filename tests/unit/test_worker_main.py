@@ -85,16 +85,6 @@ HANDLER_MODULE = """
         return {"delivered": result.delivered, "gone": result.gone, "failed": result.failed}
 
 
-    def fan_out_expecting_delivery_error(event, context):
-        from wschat.delivery import DeliveryError, sender_for
-
-        try:
-            sender_for(event["endpoint"]).post_many(["a="], b"hi")
-        except DeliveryError as exc:
-            return {"delivery_error": str(exc)}
-        return {"delivery_error": None}
-
-
     def sleep(event, context):
         time.sleep(event["seconds"])
         return {"pid": os.getpid()}
@@ -178,19 +168,25 @@ class WorkerUnderTest:
                 self._received += self._decoder.feed(chunk)
         return self._received.pop(0)
 
-    def start_invoke(self, event: dict[str, Any], timeout_ms: int = 10_000) -> int:
+    def start_invoke(
+        self,
+        event: dict[str, Any],
+        timeout_ms: int = 10_000,
+        connections: dict[str, list[str]] | None = None,
+    ) -> int:
         call_id = next(self._ids)
-        self.send(
-            {
-                "op": "invoke",
-                "id": call_id,
-                "event": event,
-                "context": {
-                    "request_id": str(uuid.uuid4()),
-                    "deadline_ms": int(time.time() * 1000) + timeout_ms,
-                },
-            }
-        )
+        message = {
+            "op": "invoke",
+            "id": call_id,
+            "event": event,
+            "context": {
+                "request_id": str(uuid.uuid4()),
+                "deadline_ms": int(time.time() * 1000) + timeout_ms,
+            },
+        }
+        if connections is not None:
+            message["connections"] = connections
+        self.send(message)
         return call_id
 
     def invoke(self, event: dict[str, Any] | None = None, **context: Any) -> dict[str, Any]:
@@ -406,47 +402,52 @@ def test_code_dir_is_the_working_directory_and_first_on_sys_path(
     assert os.path.realpath(value["path0"]) == os.path.realpath(code_dir)
 
 
-def test_fast_path_post_many_is_answered_by_the_gateway(start_worker: StartWorker) -> None:
+def test_fast_path_posts_get_no_answer_and_ids_not_open_are_gone(
+    start_worker: StartWorker,
+) -> None:
     worker = start_worker(
         "app.fan_out", env={"WSCHAT_WORKER_ENDPOINTS": f"{ENDPOINT},{OTHER_ENDPOINT}"}
     )
     call_id = worker.start_invoke(
-        {"endpoint": OTHER_ENDPOINT, "ids": ["a=", "b=", "c="], "hex": "안녕".encode().hex()}
+        {"endpoint": OTHER_ENDPOINT, "ids": ["a=", "b=", "c="], "hex": "안녕".encode().hex()},
+        connections={"open": ["a=", "c=", "z="]},
     )
     call = worker.receive()
     assert call["op"] == "post_many"
-    assert call["ids"] == ["a=", "b=", "c="]
+    assert call["ids"] == ["a=", "b=", "c="]  # b= too: it may have opened since
     assert ipc.unpack_data(call) == "안녕".encode()
-    worker.send(
-        {"op": "reply", "id": call["id"], "delivered": 1, "gone": ["b="], "failed": {"c=": "slow"}}
-    )
-    result = worker.receive()
+    result = worker.receive()  # no answer to the post was needed
     assert result["id"] == call_id
-    assert result["value"] == {"delivered": 1, "gone": ["b="], "failed": {"c=": "slow"}}
+    assert result["value"] == {"delivered": 2, "gone": ["b="], "failed": {}}
+
+
+def test_the_open_connections_follow_what_each_invocation_is_told(
+    start_worker: StartWorker,
+) -> None:
+    worker = start_worker("app.fan_out", env={"WSCHAT_WORKER_ENDPOINTS": ENDPOINT})
+    event = {"endpoint": ENDPOINT, "ids": ["a=", "b=", "c="], "hex": "6869"}
+
+    def gone_after(connections: dict[str, list[str]] | None) -> list[str]:
+        worker.start_invoke(event, connections=connections)
+        worker.receive()  # the post
+        value: list[str] = worker.receive()["value"]["gone"]
+        return value
+
+    assert gone_after({"open": ["a="]}) == ["b=", "c="]
+    assert gone_after({"opened": ["b=", "c="], "closed": ["a="]}) == ["a="]
+    assert gone_after(None) == ["a="]  # told nothing new: as before
+    assert gone_after({"opened": [], "closed": ["b=", "c="]}) == ["a=", "b=", "c="]
 
 
 def test_fast_path_carries_binary_data_as_base64(start_worker: StartWorker) -> None:
     worker = start_worker("app.fan_out", env={"WSCHAT_WORKER_ENDPOINTS": ENDPOINT})
-    worker.start_invoke({"endpoint": ENDPOINT + "/", "ids": ["a="], "hex": "ff00fe"})
+    worker.start_invoke(
+        {"endpoint": ENDPOINT + "/", "ids": ["a="], "hex": "ff00fe"}, connections={"open": ["a="]}
+    )
     call = worker.receive()
     assert "data_b64" in call
     assert ipc.unpack_data(call) == b"\xff\x00\xfe"
-    worker.send({"op": "reply", "id": call["id"], "delivered": 1, "gone": [], "failed": {}})
     assert worker.receive()["value"]["delivered"] == 1
-
-
-def test_fast_path_failure_reaches_the_handler_as_delivery_error(
-    start_worker: StartWorker,
-) -> None:
-    worker = start_worker(
-        "app.fan_out_expecting_delivery_error", env={"WSCHAT_WORKER_ENDPOINTS": ENDPOINT}
-    )
-    worker.start_invoke({"endpoint": ENDPOINT})
-    call = worker.receive()
-    worker.send({"op": "reply", "id": call["id"], "error": "gateway is shutting down"})
-    result = worker.receive()
-    assert result["ok"] is True, result["error"]
-    assert "gateway is shutting down" in result["value"]["delivery_error"]
 
 
 def test_unserialisable_result_fails_with_marshal_error(start_worker: StartWorker) -> None:
@@ -484,16 +485,32 @@ def make_pool(
     *,
     max_workers: int = 2,
     timeout: float = 10.0,
-    on_channel: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    fast_path: RecordingFastPath | None = None,
     env: dict[str, str] | None = None,
 ) -> FunctionPool:
     function = FunctionSpec(name="Fn", handler=handler, code_dir=code_dir, timeout=timeout)
     return FunctionPool(
         function,
         base_env(**(env or {})),
-        on_channel or (lambda message: {}),
+        fast_path or RecordingFastPath(),
         max_workers=max_workers,
     )
+
+
+class RecordingFastPath:
+    """The gateway's side of the fast path, for a pool on its own: records the posts and
+    tells workers that ``open`` are the open connections."""
+
+    def __init__(self, open_ids: list[str] | None = None) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.open_ids = open_ids or []
+
+    def channel_call(self, message: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(message)
+        return {}
+
+    def changes_since(self, version: int) -> tuple[int, dict[str, list[str]]]:
+        return 1, {"open": self.open_ids} if version < 1 else {"opened": [], "closed": []}
 
 
 def run_with_pool(pool: FunctionPool, scenario: Callable[[], Any]) -> Any:
@@ -611,15 +628,12 @@ def test_pool_of_a_function_that_cannot_be_imported_fails_invocations(code_dir: 
     assert result.error_type == "Runtime.ImportModuleError"
 
 
-def test_pool_answers_fast_path_calls_with_its_channel_handler(code_dir: Path) -> None:
-    calls: list[dict[str, Any]] = []
-
-    def on_channel(message: dict[str, Any]) -> dict[str, Any]:
-        calls.append(message)
-        return {"delivered": len(message["ids"]), "gone": [], "failed": {}}
-
+def test_pool_hands_fast_path_posts_to_the_gateway_and_tells_who_is_open(
+    code_dir: Path,
+) -> None:
+    fast_path = RecordingFastPath(open_ids=["a="])
     pool = make_pool(
-        code_dir, "app.fan_out", on_channel=on_channel, env={"WSCHAT_WORKER_ENDPOINTS": ENDPOINT}
+        code_dir, "app.fan_out", fast_path=fast_path, env={"WSCHAT_WORKER_ENDPOINTS": ENDPOINT}
     )
 
     async def scenario() -> Any:
@@ -627,7 +641,7 @@ def test_pool_answers_fast_path_calls_with_its_channel_handler(code_dir: Path) -
 
     result = run_with_pool(pool, scenario)
     assert result.ok, result.error
-    assert result.value == {"delivered": 2, "gone": [], "failed": {}}
-    assert [(c["op"], c["ids"], ipc.unpack_data(c)) for c in calls] == [
+    assert result.value == {"delivered": 1, "gone": ["b="], "failed": {}}
+    assert [(c["op"], c["ids"], ipc.unpack_data(c)) for c in fast_path.calls] == [
         ("post_many", ["a=", "b="], b"hi")
     ]

@@ -20,7 +20,7 @@ from wschat.delivery.sigv4 import Credentials
 from wschat.gateway import iam
 from wschat.gateway.debugging import DebuggerState, DebugTarget, wait_pausing
 from wschat.gateway.spec import FunctionSpec
-from wschat.gateway.workers import ChannelHandler, FunctionPool, InvocationResult
+from wschat.gateway.workers import FastPath, FunctionPool, InvocationResult
 
 log = logging.getLogger("wschat.gateway")
 
@@ -107,7 +107,7 @@ class Invoker:
         self,
         functions: list[FunctionSpec],
         environment: LambdaEnvironment,
-        on_channel: ChannelHandler,
+        fast_path: FastPath,
         *,
         max_workers: int = 2,
         debug: dict[str, DebugTarget] | None = None,
@@ -117,7 +117,7 @@ class Invoker:
             function.name: FunctionPool(
                 function,
                 environment.of(function),
-                on_channel,
+                fast_path,
                 max_workers=max_workers,
                 debug=debug.get(function.name),
             )

@@ -2,11 +2,13 @@
 
 Messages (``op``):
 
-* gateway → worker: ``invoke`` {id, event, context}; ``reply`` {id, ...} answering a channel call
-* worker → gateway: ``result`` {id, ok, value | error, exiting?}; ``post_many`` /
-  ``post_batch`` / ``get`` / ``delete`` {id, ...}, the local fast path's calls (Python workers),
-  answered with ``reply``. ``exiting``: the worker ends after this answer, as Lambda's Node.js
-  runtime does after an uncaught error.
+* gateway → worker: ``invoke`` {id, event, context, connections?}; ``connections`` (Python
+  workers): what opened and closed since the worker was last told, or every open id
+  (``ConnectionRegistry.changes_since``).
+* worker → gateway: ``result`` {id, ok, value | error, exiting?}; ``post_many`` {ids, data} /
+  ``post_batch`` {batches}, the local fast path's posts (Python workers), which get no answer:
+  the worker knows from ``connections`` who is gone. ``exiting``: the worker ends after this
+  answer, as Lambda's Node.js runtime does after an uncaught error.
 * worker → gateway, once: ``ready`` {ok}, false when the handler could not be loaded.
 """
 
@@ -21,9 +23,9 @@ import orjson
 
 HEADER = struct.Struct(">I")
 
-# orjson: every invocation crosses the pipe as JSON twice (its event in, its result and posts
-# out); encoding and decoding them was a tenth of the gateway's time per message (see
-# docs/benchmarks.md). What orjson refuses (lone surrogates, integers past 64 bits) falls back
+# orjson: every invocation crosses the pipe as JSON (its event in, its posts and result out);
+# the standard library's encoder and decoder cost W4 about 5% of its peak (docs/benchmarks.md).
+# What orjson refuses (lone surrogates, integers past 64 bits) falls back
 # to the standard library, which takes them; such a payload starts with a space (JSON
 # whitespace), so the other end decodes it with the standard library too (orjson would read a
 # big integer as a float).

@@ -93,6 +93,11 @@ class ManagementApi:
             return {"results": [self._post_many(batch) for batch in message.get("batches", [])]}
         return {"error": f"unknown call {op!r}"}
 
+    def changes_since(self, version: int) -> tuple[int, dict[str, list[str]]]:
+        """Told to each Python worker with an invocation: who is open, so its posts need no
+        reply (``worker_main.PipeChannel``)."""
+        return self.connections.changes_since(version)
+
     def _post_many(self, message: dict[str, Any]) -> dict[str, Any]:
         ids = message.get("ids", [])
         gone = self.connections.post_many(ids, frame_for(ipc.unpack_data(message)))

@@ -2,7 +2,10 @@
 
 A connection is registered once its ``$connect`` allowed it and forgotten when its socket
 closes; posting to, describing or closing an id that is not here is API Gateway's 410 Gone.
-The registry also applies API Gateway's idle and maximum-duration limits to what it holds.
+The registry also applies API Gateway's idle and maximum-duration limits to what it holds, and
+keeps a short log of what opened and closed, from which each Python worker is told, with each
+invocation, which connections are open (``changes_since``): its fast-path posts then need no
+reply (see ``worker_main.PipeChannel``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from wschat.gateway import core
 from wschat.gateway.connection import WebSocketConnection
 
 GOING_AWAY = (1001, "Going away")
+# Changes kept for workers to catch up from; one further behind gets the whole open set.
+LOG_LENGTH = 4096
 
 
 def _iso(epoch_seconds: float) -> str:
@@ -25,6 +30,9 @@ def _iso(epoch_seconds: float) -> str:
 class ConnectionRegistry:
     def __init__(self) -> None:
         self._open: dict[str, WebSocketConnection] = {}
+        self.version = 0  # one more for every connection opened or closed
+        self._log: list[tuple[bool, str]] = []  # (opened, id) of versions after _log_start
+        self._log_start = 0
 
     def __len__(self) -> int:
         return len(self._open)
@@ -41,9 +49,33 @@ class ConnectionRegistry:
 
     def add(self, ws: WebSocketConnection) -> None:
         self._open[ws.connection_id] = ws
+        self._record(True, ws.connection_id)
 
     def remove(self, ws: WebSocketConnection) -> None:
-        self._open.pop(ws.connection_id, None)
+        if self._open.pop(ws.connection_id, None) is not None:
+            self._record(False, ws.connection_id)
+
+    def _record(self, opened: bool, connection_id: str) -> None:
+        self.version += 1
+        self._log.append((opened, connection_id))
+        if len(self._log) > 2 * LOG_LENGTH:
+            drop = len(self._log) - LOG_LENGTH
+            del self._log[:drop]
+            self._log_start += drop
+
+    def changes_since(self, version: int) -> tuple[int, dict[str, list[str]]]:
+        """The current version, and what opened and closed after ``version``
+        (``{"opened": [...], "closed": [...]}``), or ``{"open": [...]}``, every open id, for
+        a ``version`` the log no longer reaches back to (-1: never told)."""
+        if version < self._log_start:
+            return self.version, {"open": list(self._open)}
+        latest: dict[str, bool] = {}
+        for opened, connection_id in self._log[version - self._log_start :]:
+            latest[connection_id] = opened
+        return self.version, {
+            "opened": [cid for cid, opened in latest.items() if opened],
+            "closed": [cid for cid, opened in latest.items() if not opened],
+        }
 
     def get(self, connection_id: str) -> WebSocketConnection | None:
         return self._open.get(connection_id)

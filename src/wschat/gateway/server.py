@@ -201,7 +201,7 @@ class Gateway:
         self.invoker = Invoker(
             self.config.api.functions,
             self.lambda_environment(),
-            self.management.channel_call,
+            self.management,
             max_workers=self.config.max_workers_per_function,
             debug=self.config.debug,
         )

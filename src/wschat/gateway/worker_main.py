@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import decimal
 import importlib
-import itertools
 import json
 import os
 import queue
@@ -23,7 +22,6 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from typing import Any
 
 from wschat.delivery import local
@@ -41,65 +39,53 @@ class PipeChannel:
 
     def __init__(self, write: Callable[[dict[str, Any]], None]) -> None:
         self._write = write
-        self._ids = itertools.count(1)
-        self._pending: dict[int, Future[dict[str, Any]]] = {}
-        self._lock = threading.Lock()
+        # The connections open when the running invocation was sent, as the gateway tells
+        # every invocation (``ConnectionRegistry.changes_since``). Posts then need no reply:
+        # an id not among them is gone (API Gateway's 410), and is posted to all the same, so a
+        # connection whose $connect ended during this invocation still gets the frame; the
+        # chat forgets a gone record only when it is older than a $connect can take.
+        self.open: set[str] = set()
         self._closed: str | None = None
 
-    def _call(self, message: dict[str, Any]) -> dict[str, Any]:
-        call_id = next(self._ids)
-        future: Future[dict[str, Any]] = Future()
-        with self._lock:
-            if self._closed is not None:
-                raise DeliveryError(self._closed)
-            self._pending[call_id] = future
-        self._write({**message, "id": call_id})
-        reply = future.result(timeout=30)
-        if "error" in reply:
-            raise DeliveryError(f"the gateway could not {message['op']}: {reply['error']}")
-        return reply
-
     def close(self, reason: str) -> None:
-        """The gateway is gone: fail the calls waiting for its reply, and every later one."""
-        with self._lock:
-            self._closed = reason
-            pending, self._pending = self._pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(DeliveryError(reason))
+        """The gateway is gone: every later post fails with ``reason``."""
+        self._closed = reason
 
-    def resolve(self, message: dict[str, Any]) -> None:
-        with self._lock:
-            future = self._pending.pop(int(message["id"]), None)
-        if future is not None:
-            future.set_result(message)
+    def told(self, connections: dict[str, list[str]] | None) -> None:
+        """Apply what the gateway said of the open connections with an invocation."""
+        if connections is None:
+            return
+        if "open" in connections:
+            self.open = set(connections["open"])
+            return
+        self.open.difference_update(connections.get("closed", ()))
+        self.open.update(connections.get("opened", ()))
+
+    def _result(self, connection_ids: Sequence[str]) -> FanoutResult:
+        gone = [cid for cid in connection_ids if cid not in self.open]
+        return FanoutResult(delivered=len(connection_ids) - len(gone), gone=gone)
+
+    def _send(self, message: dict[str, Any]) -> None:
+        """A post the gateway answers not at all: the ids' fate is known here already."""
+        if self._closed is not None:
+            raise DeliveryError(self._closed)
+        self._write(message)
 
     def post_many(
         self, connection_ids: Sequence[str], data: bytes, *, deadline: float | None = None
     ) -> FanoutResult:
-        reply = self._call({"op": "post_many", "ids": list(connection_ids), **ipc.pack_data(data)})
-        return FanoutResult(
-            delivered=int(reply["delivered"]),
-            gone=list(reply["gone"]),
-            failed=dict(reply["failed"]),
-        )
+        self._send({"op": "post_many", "ids": list(connection_ids), **ipc.pack_data(data)})
+        return self._result(connection_ids)
 
     def post_batch(self, batches: Sequence[tuple[Sequence[str], bytes]]) -> list[FanoutResult]:
-        """Every batch in one call: one round trip to the gateway, not one per batch."""
-        reply = self._call(
+        """Every batch in one write to the gateway, in order."""
+        self._send(
             {
                 "op": "post_batch",
                 "batches": [{"ids": list(ids), **ipc.pack_data(data)} for ids, data in batches],
             }
         )
-        return [
-            FanoutResult(
-                delivered=int(result["delivered"]),
-                gone=list(result["gone"]),
-                failed=dict(result["failed"]),
-            )
-            for result in reply["results"]
-        ]
+        return [self._result(ids) for ids, _ in batches]
 
     def post(self, connection_id: str, data: bytes) -> None:
         result = self.post_many([connection_id], data)
@@ -177,8 +163,6 @@ class Worker:
             for message in decoder.feed(chunk):
                 if message["op"] == "invoke":
                     self._invocations.put(message)
-                elif message["op"] == "reply":
-                    self.channel.resolve(message)
 
     def serve(self) -> None:
         if self.debugger is not None:
@@ -193,6 +177,7 @@ class Worker:
         reply: dict[str, Any] = {"op": "result", "id": message["id"]}
         if self.handler is None:
             return {**reply, "ok": False, "error": self.init_error}
+        self.channel.told(message.get("connections"))
         ctx = message["context"]
         context = LambdaContext(
             ctx["request_id"],

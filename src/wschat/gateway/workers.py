@@ -20,10 +20,9 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from wschat.gateway import ipc
 from wschat.gateway.debugging import DebuggerState, DebugTarget, wait_pausing
@@ -32,9 +31,15 @@ from wschat.gateway.spec import FunctionSpec
 log = logging.getLogger("wschat.gateway")
 function_log = logging.getLogger("wschat.functions")
 
-# Handles a worker's fast-path call (post_many, post_batch, get, delete); returns the reply's
-# fields.
-ChannelHandler = Callable[[dict[str, Any]], dict[str, Any]]
+
+class FastPath(Protocol):
+    """What a Python worker's fast path reaches in the gateway (``ManagementApi``)."""
+
+    def channel_call(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Do a post_many / post_batch call; what it did (for tests and statistics)."""
+
+    def changes_since(self, version: int) -> tuple[int, dict[str, list[str]]]:
+        """The open connections' version, and what changed since ``version``."""
 
 
 @dataclass
@@ -107,14 +112,17 @@ class WorkerProcess:
         self,
         function: FunctionSpec,
         env: dict[str, str],
-        on_channel: ChannelHandler,
+        fast_path: FastPath,
         number: int,
         debugger: DebuggerState | None = None,
     ) -> None:
         self.function = function
         self.env = env
-        self.on_channel = on_channel
+        self.fast_path = fast_path
         self.number = number
+        # The version of the open connections this worker was last told (Python workers:
+        # their posts need no reply, PipeChannel knows who is gone).
+        self.connections_seen = -1
         self.debugger = debugger  # set when the function runs under --debug
         self.process: asyncio.subprocess.Process | None = None
         self._writer: asyncio.WriteTransport | None = None
@@ -195,12 +203,11 @@ class WorkerProcess:
             if self.debugger is not None:
                 self.debugger.set(bool(message.get("holding")))
         else:
+            # A fast-path post: no answer (the worker knows who is gone).
             try:
-                reply = self.on_channel(message)
-            except Exception as exc:  # never let a bad call kill the gateway
+                self.fast_path.channel_call(message)
+            except Exception:  # never let a bad call kill the gateway
                 log.exception("fast-path call failed")
-                reply = {"error": str(exc)}
-            self._send({"op": "reply", "id": message["id"], **reply})
 
     def on_pipe_closed(self) -> None:
         self.alive = False
@@ -227,14 +234,17 @@ class WorkerProcess:
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._pending[call_id] = future
         deadline_ms = int(time.time() * 1000 + timeout * 1000)
-        self._send(
-            {
-                "op": "invoke",
-                "id": call_id,
-                "event": event,
-                "context": {"request_id": request_id, "deadline_ms": deadline_ms},
-            }
-        )
+        message = {
+            "op": "invoke",
+            "id": call_id,
+            "event": event,
+            "context": {"request_id": request_id, "deadline_ms": deadline_ms},
+        }
+        if not self.function.is_node:
+            self.connections_seen, message["connections"] = self.fast_path.changes_since(
+                self.connections_seen
+            )
+        self._send(message)
         if not await wait_pausing(future, timeout, self.debugger):
             self._pending.pop(call_id, None)
             # Lambda ends an environment whose invocation timed out; so do we.
@@ -282,14 +292,14 @@ class FunctionPool:
         self,
         function: FunctionSpec,
         env: dict[str, str],
-        on_channel: ChannelHandler,
+        fast_path: FastPath,
         *,
         max_workers: int = 2,
         debug: DebugTarget | None = None,
     ) -> None:
         self.function = function
         self.env = env
-        self.on_channel = on_channel
+        self.fast_path = fast_path
         self.max_workers = max(1, max_workers)
         self.debug = debug
         self.debugger: DebuggerState | None = None
@@ -312,7 +322,7 @@ class FunctionPool:
 
     async def _spawn(self) -> WorkerProcess:
         worker = WorkerProcess(
-            self.function, self.env, self.on_channel, next(self._numbers), self.debugger
+            self.function, self.env, self.fast_path, next(self._numbers), self.debugger
         )
         worker.generation = self.generation
         self._starting += 1
