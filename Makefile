@@ -39,7 +39,7 @@ $(BENCH_STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	touch $(BENCH_STAMP)
 
-# W1-W5 side by side with the ceiling and the peer (bench/README.md), at most 10 minutes:
+# W1-W7 side by side with the ceilings and the peer (bench/README.md), at most 10 minutes:
 # prints the tables, rewrites docs/benchmarks.md and docs/bench/*.png. ARGS="--only w3" etc.
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/run.py $(ARGS)

@@ -5,6 +5,7 @@ separate processes) goes to:
 
 - wschat: ``wschat serve`` running wschat's handlers on the embedded SQLite store;
 - the ceiling: bench/ceiling_server.py, a bare ``websockets`` broadcast server with rooms;
+- Bun, the compiled ceiling: bench/bun_ceiling/server.js, the same server on Bun (uWebSockets);
 - the peer: serverless-offline running the same Python handlers (bench/peer/serverless.yml);
 - for W5 only, the seed's algorithm (bench/seed_send_message.py, through bench/fanout.py).
 
@@ -38,7 +39,16 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
 
 from loadgen import Fleet, raise_nofile_limit  # noqa: E402
-from systems import CHAT_ENV, Ceiling, Peer, System, Wschat, cpu_busy, cpu_times  # noqa: E402
+from systems import (  # noqa: E402
+    CHAT_ENV,
+    Bun,
+    Ceiling,
+    Peer,
+    System,
+    Wschat,
+    cpu_busy,
+    cpu_times,
+)
 from workloads.common import Context, Section, table  # noqa: E402
 
 WORKLOADS = {
@@ -46,9 +56,13 @@ WORKLOADS = {
     "w2": "workloads.w2_storm",
     "w3": "workloads.w3_big_room",
     "w4": "workloads.w4_many_rooms",
+    # Run with the other broadcast workloads, before the long W5 and W6.
+    "w7": "workloads.w7_many_senders",
     "w5": "workloads.w5_fanout",
     "w6": "workloads.w6_aws_scale",
 }
+SYSTEMS = ("wschat", "ceiling", "bun", "peer")
+SERVER_WORKLOADS = ("w1", "w2", "w3", "w4", "w7")  # those that start the servers
 DOC = ROOT / "docs" / "benchmarks.md"
 PLOTS = ROOT / "docs" / "bench"
 LOGS = BENCH / "results" / "logs"
@@ -62,8 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--systems",
         nargs="+",
-        choices=("wschat", "ceiling", "peer"),
-        default=["wschat", "ceiling", "peer"],
+        choices=SYSTEMS,
+        default=list(SYSTEMS),
         help="servers to measure (the others' cells say 'not run')",
     )
     p.add_argument("--no-pin", action="store_true", help="do not pin servers and load apart")
@@ -91,6 +105,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--w4-rooms", type=int, default=100)
     a("--w4-room-size", type=int, default=10)
     a("--w4-rates", type=float, nargs="+", default=[0.25, 0.5, 1, 2, 5])
+    a("--w7-members", type=int, default=520, help="members of W7's one room")
+    a("--w7-senders", type=int, default=20, help="of them, how many send")
+    a("--w7-rates", type=float, nargs="+", default=[1, 2, 5, 10], help="msg/s per sender")
+    a("--w7-step-seconds", type=float, default=2.0, help="s of sending per W7 step")
     a("--step-seconds", type=float, default=2.5, help="s of sending per W3/W4 step")
     a("--drain-cap", type=float, default=5.0, help="s to wait for a step's deliveries")
     a("--w5-n", type=int, nargs="+", default=[10, 100, 1000, 5000])
@@ -139,7 +157,7 @@ def _command(*argv: str) -> str:
     return out.stdout.strip() or "?"
 
 
-def machine(peer: Peer, pinned: bool, background: str) -> str:
+def machine(peer: Peer, bun: Bun, pinned: bool, background: str) -> str:
     import websockets
 
     commit = _command("git", "rev-parse", "--short", "HEAD")
@@ -154,6 +172,7 @@ def machine(peer: Peer, pinned: bool, background: str) -> str:
         ["node", _command("node", "--version") if shutil.which("node") else "not installed"],
         ["serverless", peer.versions.get("serverless", "not installed")],
         ["serverless-offline", peer.versions.get("serverless-offline", "not installed")],
+        ["bun", bun.version or bun.unavailable or "not installed"],
         [
             "wschat commit",
             commit + (" (with uncommitted changes)" if dirty not in ("", "?") else ""),
@@ -161,7 +180,8 @@ def machine(peer: Peer, pinned: bool, background: str) -> str:
         [
             "placement",
             "servers pinned to CPU 0 (wschat's gateway and its workers, node and its Python "
-            "processes share it), load generator and this script to CPU 1"
+            "processes share it; so does Bun's one process), load generator and this script "
+            "to CPU 1"
             if pinned
             else "not pinned",
         ],
@@ -175,7 +195,9 @@ def machine(peer: Peer, pinned: bool, background: str) -> str:
         + ". wschat: `wschat serve --data-dir <tmp> --log-level WARNING --parameter "
         "LogLevel=WARNING` (the project's template.yaml, the embedded SQLite store, default "
         "--concurrency); the peer: `serverless offline start` with bench/peer/serverless.yml "
-        "(LOG_LEVEL=WARNING). Every server starts fresh for each workload."
+        "(LOG_LEVEL=WARNING). The ceiling and Bun run no handlers: bench/ceiling_server.py "
+        'and bench/bun_ceiling/server.js broadcast `{"room", "text"}` frames as they come. '
+        "Every server starts fresh for each workload."
     )
 
 
@@ -225,17 +247,18 @@ def main(argv: list[str] | None = None) -> int:
     if load_cpus:
         os.sched_setaffinity(0, load_cpus)
     workdir = Path(tempfile.mkdtemp(prefix="wschat-bench-"))
-    wschat, ceiling, peer = (
+    wschat, ceiling, bun, peer = (
         Wschat(workdir, server_cpus),
         Ceiling(workdir, server_cpus),
+        Bun(workdir, server_cpus),
         Peer(workdir, server_cpus),
     )
-    systems: dict[str, System] = {"wschat": wschat, "ceiling": ceiling, "peer": peer}
+    systems: dict[str, System] = {"wschat": wschat, "ceiling": ceiling, "bun": bun, "peer": peer}
     fleet: Fleet | None = None
     report = Report()
     sections: list[Section] = []
     # Only a full run rewrites docs/.
-    full = not args.no_docs and args.only == list(WORKLOADS) and len(args.systems) == 3
+    full = not args.no_docs and args.only == list(WORKLOADS) and set(args.systems) == set(SYSTEMS)
 
     def progress(message: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
@@ -244,16 +267,18 @@ def main(argv: list[str] | None = None) -> int:
         for name, system in systems.items():
             if name not in args.systems:
                 system.unavailable = "not run (--systems)"
-        if "peer" in args.systems and any(w in args.only for w in ("w1", "w2", "w3", "w4")):
-            peer.install(progress)
-            if peer.unavailable:
-                progress(f"peer: {peer.unavailable}")
+        servers = any(w in args.only for w in SERVER_WORKLOADS)
+        for installable in (bun, peer):
+            if installable.name in args.systems and servers:
+                installable.install(progress)
+                if installable.unavailable:
+                    progress(f"{installable.name}: {installable.unavailable}")
         report.emit("# wschat benchmarks")
         report.emit(
             "Generated by `make bench` (bench/run.py); the tables below are what it printed. "
             "Plots: docs/bench/. How each workload is measured: bench/README.md."
         )
-        report.emit("## Machine\n\n" + machine(peer, pinned, background_load()))
+        report.emit("## Machine\n\n" + machine(peer, bun, pinned, background_load()))
         fleet = Fleet(args.processes, load_cpus)
         ctx = Context(fleet, systems, args, PLOTS if full else BENCH / "results")
         ctx.started = started

@@ -3,8 +3,13 @@
 - ``wschat``: ``wschat serve`` (the project's template, a temporary ``--data-dir``, the embedded
   SQLite store, ``--log-level WARNING``) running wschat's handlers in its worker processes;
 - ``ceiling``: bench/ceiling_server.py, a bare ``websockets`` broadcast server with rooms;
+- ``bun``: bench/bun_ceiling/server.js on Bun (npm ``bun``, pinned in
+  bench/bun_ceiling/package-lock.json): the same broadcast server, compiled (uWebSockets);
 - ``peer``: serverless-offline (npm ``serverless@3`` + ``serverless-offline@13``) running the
   same Python handlers from bench/peer/serverless.yml.
+
+bun and the peer are installed with npm on first use (into their directory's node_modules,
+git-ignored); when that fails, ``unavailable`` says why and their table cells show it.
 
 Every server runs in its own session (process group): stopping it signals the whole group, its
 worker processes included, then kills what is left. Its output goes to a log file whose tail is
@@ -34,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 PEER_DIR = BENCH / "peer"
 PEER_PACKAGES = ("serverless@3", "serverless-offline@13")
+BUN_DIR = BENCH / "bun_ceiling"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -105,6 +111,32 @@ def tail(path: Path, lines: int = 25) -> str:
     except OSError:
         return "(no log)"
     return "\n".join(text[-lines:])
+
+
+def npm_install(args: list[str], timeout: float) -> tuple[str, float]:
+    """Run ``npm ARGS`` (an install); returns (why it failed or "", seconds taken)."""
+    npm = shutil.which("npm")
+    if not shutil.which("node"):
+        return "not run: node is not installed", 0.0
+    if not npm:
+        return "not run: npm is not installed", 0.0
+    started = time.monotonic()
+    try:
+        done = subprocess.run(
+            [npm, *args, "--no-audit", "--no-fund", "--loglevel=error"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        return f"not run: npm {args[0]} did not finish in {timeout:.0f} s", timeout
+    except OSError as exc:
+        return f"not run: npm {args[0]} failed: {exc}", 0.0
+    if done.returncode != 0:
+        last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["?"]
+        return f"not run: npm {args[0]} failed: {last[0][:120]}", time.monotonic() - started
+    return "", time.monotonic() - started
 
 
 class System:
@@ -344,6 +376,56 @@ class Ceiling(System):
         return f"/?room={room}" if room else "/"
 
 
+class Bun(System):
+    name = "bun"
+    label = "Bun (Bun.serve, uWebSockets)"
+    fmt = "ceiling"
+
+    def __init__(self, workdir: Path, server_cpus: set[int] | None) -> None:
+        super().__init__(workdir, server_cpus)
+        self.version = ""
+        self.install_seconds = 0.0
+        self.binary = BUN_DIR / "node_modules" / ".bin" / "bun"
+
+    def install(self, log: Callable[[str], None], timeout: float = 300.0) -> None:
+        """``npm ci`` in bench/bun_ceiling (the bun package-lock.json pins; its postinstall
+        puts the platform's binary in place) unless bun is there; on failure, ``unavailable``
+        says why (the tables show it)."""
+        if not self.binary.exists():
+            log("installing Bun: npm ci in bench/bun_ceiling (bun, pinned) ...")
+            failed, self.install_seconds = npm_install(["ci", "--prefix", str(BUN_DIR)], timeout)
+            if failed:
+                self.unavailable = failed
+                return
+        try:
+            out = subprocess.run(
+                [str(self.binary), "--version"], capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            self.unavailable = f"not run: bun --version failed: {exc}"
+            return
+        if out.returncode != 0 or not out.stdout.strip():
+            last = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["?"]
+            self.unavailable = f"not run: bun --version failed: {last[0][:120]}"
+            return
+        self.version = out.stdout.strip()
+
+    def command(self, data_dir: Path) -> tuple[list[str], dict[str, str], Path]:
+        self.port = 0
+        argv = [str(self.binary), str(BUN_DIR / "server.js"), "--host", self.host, "--port", "0"]
+        return argv, dict(os.environ), BUN_DIR
+
+    def ready(self, log_text: str) -> bool:
+        for line in log_text.splitlines():
+            if line.startswith("listening on "):
+                self.port = int(line.split()[-1])
+                return True
+        return False
+
+    def path(self, room: str | None, name: str) -> str:
+        return f"/?room={room}" if room else "/"
+
+
 class Peer(System):
     name = "peer"
     label = "serverless-offline"
@@ -358,41 +440,16 @@ class Peer(System):
         ``unavailable`` says why (the tables show it)."""
         marker = PEER_DIR / "node_modules" / "serverless-offline" / "package.json"
         serverless = PEER_DIR / "node_modules" / "serverless" / "package.json"
-        node = shutil.which("node")
-        npm = shutil.which("npm")
-        if not node:
+        if not shutil.which("node"):
             self.unavailable = "not run: node is not installed"
             return
         if not (marker.exists() and serverless.exists()):
-            if not npm:
-                self.unavailable = "not run: npm is not installed"
-                return
             log(f"installing the peer: npm install {' '.join(PEER_PACKAGES)} into bench/peer ...")
-            started = time.monotonic()
-            try:
-                done = subprocess.run(
-                    [
-                        npm,
-                        "install",
-                        "--no-audit",
-                        "--no-fund",
-                        "--loglevel=error",
-                        "--prefix",
-                        str(PEER_DIR),
-                        *PEER_PACKAGES,
-                    ],
-                    capture_output=True,
-                    text=True,
-                    timeout=timeout,
-                    stdin=subprocess.DEVNULL,
-                )
-            except subprocess.TimeoutExpired:
-                self.unavailable = f"not run: npm install did not finish in {timeout:.0f} s"
-                return
-            self.install_seconds = time.monotonic() - started
-            if done.returncode != 0 or not marker.exists():
-                last = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["?"]
-                self.unavailable = f"not run: npm install failed: {last[0][:120]}"
+            failed, self.install_seconds = npm_install(
+                ["install", "--prefix", str(PEER_DIR), *PEER_PACKAGES], timeout
+            )
+            if failed or not marker.exists():
+                self.unavailable = failed or "not run: npm install did not install it"
                 return
         import json
 

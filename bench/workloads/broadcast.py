@@ -1,4 +1,6 @@
-"""Stepped broadcast load, shared by W3 (one big room) and W4 (many small rooms).
+"""Stepped broadcast load, shared by W3 (one big room, one sender), W4 (many small rooms,
+everyone sending) and W7 (one big room, many senders): each is a parameterisation of
+``measure`` (who joins which room, who sends, the steps) and of the tables below.
 
 A step sends at a fixed rate for a fixed time, every message tagged with the step, then waits
 for its deliveries to arrive (until all have, or none has for ``STALL`` seconds, or the drain
@@ -13,20 +15,32 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from systems import System, cpu_busy, cpu_times
 from workloads.common import (
+    CEILINGS,
+    SYSTEM_ORDER,
     Aborted,
+    ConnectResult,
     Context,
     Deliveries,
+    cell_reason,
+    connect,
     count_of,
+    first_line,
     loadgen_cpu,
     lost_summary,
+    ms,
+    num,
     percentile,
+    ratio,
+    running,
     snapshot,
+    start_failure,
+    table,
     watchdog,
 )
 
@@ -302,8 +316,6 @@ class Run:
 
 def step_cells(run: Run, label: str, reached: bool) -> list[str]:
     """deliveries/s, p50, p99 of one step, or why there is none."""
-    from workloads.common import ms, num
-
     step = run.step(label)
     if step is None:
         if run.failed:
@@ -330,7 +342,7 @@ def plot_latency(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"wschat": "tab:blue", "ceiling": "tab:green", "peer": "tab:red"}
+    colors = {"wschat": "tab:blue", "ceiling": "tab:green", "bun": "tab:purple", "peer": "tab:red"}
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for run in runs:
         if run.outcome is None or not run.outcome.steps:
@@ -388,3 +400,120 @@ def run_notes(r: Run) -> list[str]:
     if r.failed and r.members:
         notes.append(f"{r.label}: {r.failed}.")
     return notes
+
+
+def measure(
+    ctx: Context,
+    name: str,
+    *,
+    key: str,
+    targets: Sequence[tuple[str, str]],
+    where: str,
+    plan_of: Callable[[ConnectResult], Plan],
+    steps: Callable[[Run], Sequence[tuple[str, float]]],
+    tag_prefix: str,
+    duration: float,
+) -> Run:
+    """One server's run of a broadcast workload: start it fresh, connect ``targets`` (room,
+    name), plan who sends where from those connected, warm up and run ``steps(run)`` (label,
+    messages per second in all)."""
+    system = ctx.systems[name]
+    args = ctx.args
+    run = Run(name, name, offered_members=len(targets))
+    try:
+        with running(ctx, system):
+            cap = args.peer_connect_cap if name == "peer" else args.connect_cap
+            ctx.log(f"{key} {name}: connecting {len(targets):,} members to {where}")
+            c = connect(ctx, system, targets, concurrency=args.connect_concurrency, cap=cap)
+            run.members = len(c.connected)
+            if c.ok < c.offered:
+                run.connect_note = f"{c.ok:,} of {c.offered:,} connected ({c.error_summary()})"
+            if not c.connected:
+                run.failed = "no member connected"
+                return run
+            plan = plan_of(c)
+            time.sleep(1.0)
+            run.outcome = run_steps(
+                ctx,
+                system,
+                plan,
+                steps(run),
+                tag_prefix=tag_prefix,
+                duration=duration,
+                drain_cap=args.drain_cap,
+            )
+    except Exception as exc:
+        reason = start_failure(system, exc) if not run.members else first_line(exc)
+        run.failed = cell_reason(reason)
+        ctx.log(f"{key} {name}: {reason}")
+    if system.peak_processes:
+        run.processes_note = (
+            f"serverless-offline ran up to {system.peak_processes} Python handler processes "
+            "at once (one per concurrent invocation)"
+        )
+    return run
+
+
+def peak_rates(runs: dict[str, Run]) -> dict[str, float]:
+    """Each server's peak deliveries per second (NaN when it has none)."""
+    out = {}
+    for name, r in runs.items():
+        p = peak(r.outcome)
+        out[name] = p.throughput if p is not None else math.nan
+    return out
+
+
+def steps_table(runs: dict[str, Run], first: str, steps: Sequence[tuple[str, float]]) -> str:
+    """Per step (label, offered deliveries/s): every server's deliveries/s, p50 and p99."""
+    header = [first, "offered deliveries/s"]
+    for name in SYSTEM_ORDER:
+        header += [f"{name} deliveries/s", f"{name} p50 (ms)", f"{name} p99 (ms)"]
+    rows = []
+    for label, offered in steps:
+        row = [label, num(offered)]
+        for name in SYSTEM_ORDER:
+            row += step_cells(runs[name], label, reached=True)
+        rows.append(row)
+    return table(header, rows)
+
+
+def summary_table(
+    runs: dict[str, Run], headline: str, header_of: str, headline_cell: Callable[[Step], str]
+) -> str:
+    """Per server: members, peak deliveries/s and its ratio to the ceilings' and the peer's,
+    the ``headline`` step's figure (column ``header_of``, cell ``headline_cell``), and the CPU
+    used at the peak."""
+    peaks = {name: peak(r.outcome) for name, r in runs.items()}
+    rates = peak_rates(runs)
+    bases = [*CEILINGS, ("peer", "x peer")]
+    header = [
+        "server",
+        "members",
+        "peak deliveries/s",
+        *[column for _, column in bases],
+        header_of,
+        "server CPU at peak (cores)",
+        "load-generator CPU at peak (cores)",
+        "CPU 0 / CPU 1 busy at peak",
+    ]
+    rows = []
+    for name in SYSTEM_ORDER:
+        r = runs[name]
+        p = peaks[name]
+        if r.failed and not r.members:
+            rows.append([r.label, r.failed, *[""] * (len(header) - 2)])
+            continue
+        step = r.step(headline)
+        rows.append(
+            [
+                r.label,
+                f"{r.members:,} of {r.offered_members:,}",
+                num(rates[name]) + (f" at {p.label}" if p else ""),
+                *[ratio(rates[name], rates[base]) for base, _ in bases],
+                headline_cell(step) if step else "-",
+                " + ".join(f"{g} {v:.2f}" for g, v in p.server_cpu.items()) if p else "-",
+                f"{p.loadgen_cpu:.2f}" if p else "-",
+                " / ".join(f"{p.busy[c] * 100:.0f}%" for c in sorted(p.busy)) if p else "-",
+            ]
+        )
+    return table(header, rows)

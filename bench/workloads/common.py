@@ -17,7 +17,9 @@ from typing import Any
 from loadgen import Fleet, LoadGenError
 from systems import ServerFailed, System
 
-SYSTEM_ORDER = ("wschat", "ceiling", "peer")
+SYSTEM_ORDER = ("wschat", "ceiling", "bun", "peer")
+# The ceilings every workload with servers compares with: "x ceiling", "x Bun".
+CEILINGS = (("ceiling", "x ceiling"), ("bun", "x Bun"))
 # Peer safety: serverless-offline starts one Python process per concurrent invocation, without a
 # limit. Past these, a workload stops for the peer (the table says so) instead of swapping.
 PEER_MAX_PROCESSES = 150

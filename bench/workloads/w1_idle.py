@@ -91,13 +91,14 @@ def measure(ctx: Context, name: str) -> Result:
 def run(ctx: Context) -> Section:
     results = {name: measure(ctx, name) for name in SYSTEM_ORDER}
     ceiling = results["ceiling"].per_connection("server")
+    bun = results["bun"].per_connection("server")
     peer = results["peer"]
     peer_total = peer.per_connection("node") + peer.per_connection("handlers")
     rows = []
 
     def row(label: str, r: Result, group: str, processes: bool = True) -> None:
         if r.failed and not r.held:
-            rows.append([label, r.failed, "", "", "", "", "", ""])
+            rows.append([label, r.failed, "", "", "", "", "", "", ""])
             return
         c = r.connect
         held = f"{r.held:,} of {r.offered:,}"
@@ -114,6 +115,7 @@ def run(ctx: Context) -> Section:
                 num(r.after.get(group, 0) / 1024, 1),
                 num(per, 1),
                 ratio(per, ceiling),
+                ratio(per, bun),
                 ratio(per, peer.per_connection("node")) if group != "handlers" else "-",
             ]
         )
@@ -121,6 +123,7 @@ def run(ctx: Context) -> Section:
     row("wschat: gateway process", results["wschat"], "gateway")
     row("wschat: function workers", results["wschat"], "workers")
     row("ceiling: websockets server", results["ceiling"], "server")
+    row("bun: Bun.serve (uWebSockets)", results["bun"], "server")
     row("peer: serverless-offline (node)", peer, "node")
     row("peer: Python handler processes", peer, "handlers")
 
@@ -132,16 +135,17 @@ def run(ctx: Context) -> Section:
         "RSS after (MiB)",
         "KiB per connection",
         "x ceiling",
+        "x Bun",
         "x peer (node)",
     ]
     notes = [
-        f"Offered: {ctx.args.w1_connections:,} connections to wschat and the ceiling, "
+        f"Offered: {ctx.args.w1_connections:,} connections to wschat, the ceiling and Bun, "
         f"{ctx.args.w1_peer_connections:,} to the peer; {ctx.args.w1_concurrency} handshakes "
         f"in flight, connecting capped at {ctx.args.w1_cap:.0f} s "
         f"({ctx.args.w1_peer_cap:.0f} s for the peer), then held {HOLD_SECONDS:.0f} s. "
         "KiB per connection = (RSS after - RSS before) / connections held; "
-        "x ceiling / x peer: that figure over the ceiling's / over serverless-offline's node "
-        "process (lower is leaner).",
+        "x ceiling / x Bun / x peer: that figure over the ceiling's / Bun's / "
+        "serverless-offline's node process's (lower is leaner).",
     ]
     for r in results.values():
         if r.note:

@@ -90,6 +90,7 @@ def run(ctx: Context) -> Section:
             ctx, "wschat", "wschat, presence events on (default)", **PRESENCE_DEFAULT
         ),
         "ceiling": measure(ctx, "ceiling", "ceiling"),
+        "bun": measure(ctx, "bun", "bun"),
         "peer": measure(ctx, "peer", "peer (serverless-offline)"),
     }
 
@@ -101,7 +102,7 @@ def run(ctx: Context) -> Section:
     for r in results.values():
         c = r.connect
         if c is None:
-            rows.append([r.label, r.failed or "-", "", "", "", "", "", "", ""])
+            rows.append([r.label, r.failed or "-", "", "", "", "", "", "", "", ""])
             continue
         rows.append(
             [
@@ -113,6 +114,7 @@ def run(ctx: Context) -> Section:
                 ms(percentile(c.handshakes, 50)),
                 ms(percentile(c.handshakes, 99)),
                 ratio(c.rate, rate("ceiling")),
+                ratio(c.rate, rate("bun")),
                 ratio(c.rate, rate("peer")),
             ]
         )
@@ -125,13 +127,14 @@ def run(ctx: Context) -> Section:
         "handshake p50 (ms)",
         "p99 (ms)",
         "x ceiling",
+        "x Bun",
         "x peer",
     ]
     args = ctx.args
     notes = [
         f"Offered: {args.w2_connections:,} connects to a fresh server, {args.w2_concurrency} "
         f"handshakes in flight, none started after {args.w2_cap:.0f} s, each given "
-        f"{args.w2_timeout:.0f} s. x ceiling / x peer: connects/s over theirs (higher is "
+        f"{args.w2_timeout:.0f} s. x ceiling / x Bun / x peer: connects/s over theirs (higher is "
         "faster)."
     ]
     for r in results.values():

@@ -7,34 +7,27 @@ each message reaches the room's 10 members (the sender too).
 
 from __future__ import annotations
 
-import time
-
 from workloads.broadcast import (
     Plan,
     Run,
-    peak,
+    measure,
+    peak_rates,
     plot_latency,
     run_notes,
-    run_steps,
-    step_cells,
+    steps_table,
+    summary_table,
 )
 from workloads.common import (
     SYSTEM_ORDER,
+    ConnectResult,
     Context,
     Goal,
     Section,
-    cell_reason,
-    connect,
-    first_line,
     ms,
     num,
     ratio,
-    running,
-    start_failure,
-    table,
 )
 
-LABELS = {"wschat": "wschat", "ceiling": "ceiling", "peer": "peer"}
 GOAL_SHARE = 0.5
 GOAL_PEER = 10.0
 HEADLINE_RATE = 1.0  # messages per second per member: "a fixed modest rate"
@@ -48,109 +41,56 @@ def room_of(i: int, size: int) -> str:
     return f"r{i // size:03d}"
 
 
-def measure(ctx: Context, name: str) -> Run:
-    system = ctx.systems[name]
+def measure_one(ctx: Context, name: str) -> Run:
     args = ctx.args
     total = args.w4_rooms * args.w4_room_size
-    run = Run(name, LABELS[name], offered_members=total)
-    try:
-        with running(ctx, system):
-            targets = [(room_of(i, args.w4_room_size), f"c{i}") for i in range(total)]
-            cap = args.peer_connect_cap if name == "peer" else args.connect_cap
-            ctx.log(f"W4 {name}: connecting {total:,} members to {args.w4_rooms} rooms")
-            c = connect(ctx, system, targets, concurrency=args.connect_concurrency, cap=cap)
-            run.members = len(c.connected)
-            if c.ok < c.offered:
-                run.connect_note = f"{c.ok:,} of {c.offered:,} connected ({c.error_summary()})"
-            if not c.connected:
-                run.failed = "no member connected"
-                return run
-            sizes: dict[str, int] = {}
-            for i in c.connected:
-                room = room_of(i, args.w4_room_size)
-                sizes[room] = sizes.get(room, 0) + 1
-            senders = [sorted(set(ids) & c.connected) for ids in c.by_process]
-            plan = Plan(
-                senders=senders,
-                rooms=[[room_of(i, args.w4_room_size) for i in ids] for ids in senders],
-                room_sizes=sizes,
-            )
-            time.sleep(1.0)
-            run.outcome = run_steps(
-                ctx,
-                system,
-                plan,
-                [(label_of(r), r * run.members) for r in args.w4_rates],
-                tag_prefix="w4s",
-                duration=args.step_seconds,
-                drain_cap=args.drain_cap,
-            )
-    except Exception as exc:
-        reason = start_failure(system, exc) if not run.members else first_line(exc)
-        run.failed = cell_reason(reason)
-        ctx.log(f"W4 {name}: {reason}")
-    if system.peak_processes:
-        run.processes_note = (
-            f"serverless-offline ran up to {system.peak_processes} Python handler processes "
-            "at once (one per concurrent invocation)"
+
+    def plan_of(c: ConnectResult) -> Plan:
+        sizes: dict[str, int] = {}
+        for i in c.connected:
+            room = room_of(i, args.w4_room_size)
+            sizes[room] = sizes.get(room, 0) + 1
+        senders = [sorted(set(ids) & c.connected) for ids in c.by_process]
+        return Plan(
+            senders=senders,
+            rooms=[[room_of(i, args.w4_room_size) for i in ids] for ids in senders],
+            room_sizes=sizes,
         )
-    return run
+
+    return measure(
+        ctx,
+        name,
+        key="W4",
+        targets=[(room_of(i, args.w4_room_size), f"c{i}") for i in range(total)],
+        where=f"{args.w4_rooms} rooms",
+        plan_of=plan_of,
+        steps=lambda run: [(label_of(r), r * run.members) for r in args.w4_rates],
+        tag_prefix="w4s",
+        duration=args.step_seconds,
+    )
 
 
 def run(ctx: Context) -> Section:
-    runs = {name: measure(ctx, name) for name in SYSTEM_ORDER}
+    runs = {name: measure_one(ctx, name) for name in SYSTEM_ORDER}
     args = ctx.args
     total = args.w4_rooms * args.w4_room_size
-    header = ["rate per member", "offered deliveries/s"]
-    for name in SYSTEM_ORDER:
-        header += [f"{name} deliveries/s", f"{name} p50 (ms)", f"{name} p99 (ms)"]
-    rows = []
-    for rate in args.w4_rates:
-        label = label_of(rate)
-        row = [label, num(rate * total * args.w4_room_size)]
-        for name in SYSTEM_ORDER:
-            row += step_cells(runs[name], label, reached=True)
-        rows.append(row)
-
-    peaks = {name: peak(r.outcome) for name, r in runs.items()}
+    rates = peak_rates(runs)
 
     def peak_rate(name: str) -> float:
-        p = peaks[name]
-        return p.throughput if p is not None else float("nan")
+        return rates[name]
 
     headline = label_of(HEADLINE_RATE)
-    summary = []
-    for name in SYSTEM_ORDER:
-        r = runs[name]
-        p = peaks[name]
-        if r.failed and not r.members:
-            summary.append([r.label, r.failed, *[""] * 7])
-            continue
-        step = r.step(headline)
-        summary.append(
-            [
-                r.label,
-                f"{r.members:,} of {r.offered_members:,}",
-                num(peak_rate(name)) + (f" at {p.label}" if p else ""),
-                ratio(peak_rate(name), peak_rate("ceiling")),
-                ratio(peak_rate(name), peak_rate("peer")),
-                (num(step.throughput) + " / " + ms(step.p99)) if step else "-",
-                " + ".join(f"{g} {v:.2f}" for g, v in p.server_cpu.items()) if p else "-",
-                f"{p.loadgen_cpu:.2f}" if p else "-",
-                " / ".join(f"{p.busy[c] * 100:.0f}%" for c in sorted(p.busy)) if p else "-",
-            ]
-        )
-    summary_header = [
-        "server",
-        "members",
-        "peak deliveries/s",
-        "x ceiling",
-        "x peer",
+    steps = steps_table(
+        runs,
+        "rate per member",
+        [(label_of(r), r * total * args.w4_room_size) for r in args.w4_rates],
+    )
+    summary = summary_table(
+        runs,
+        headline,
         f"at {headline}: deliveries/s / p99 (ms)",
-        "server CPU at peak (cores)",
-        "load-generator CPU at peak (cores)",
-        "CPU 0 / CPU 1 busy at peak",
-    ]
+        lambda s: num(s.throughput) + " / " + ms(s.p99),
+    )
     notes = [
         f"Offered: {args.w4_rooms} rooms of {args.w4_room_size} "
         f"(connected {args.connect_concurrency} at a time), every member sending to its room "
@@ -160,7 +100,7 @@ def run(ctx: Context) -> Section:
     ]
     for r in runs.values():
         notes.extend(run_notes(r))
-    markdown = "\n\n".join([table(header, rows), table(summary_header, summary), "\n".join(notes)])
+    markdown = "\n\n".join([steps, summary, "\n".join(notes)])
 
     plot = ctx.plots_dir / "w4_latency.png"
     plot_latency(
@@ -169,8 +109,8 @@ def run(ctx: Context) -> Section:
         f"W4: {args.w4_rooms} rooms of {args.w4_room_size}, everyone sending",
     )
 
-    share = peak_rate("wschat") / peak_rate("ceiling") if peaks["ceiling"] else float("nan")
-    over_peer = peak_rate("wschat") / peak_rate("peer") if peaks["peer"] else float("nan")
+    share = peak_rate("wschat") / peak_rate("ceiling")
+    over_peer = peak_rate("wschat") / peak_rate("peer")
     goals = [
         Goal(
             "W4",

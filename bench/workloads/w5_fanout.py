@@ -154,7 +154,7 @@ def run(ctx: Context) -> Section:
             else ""
         )
         + ". wschat CPU: CPU seconds of the benchmark process during one wschat invocation. "
-        "W5 runs handlers, not servers: the ceiling and the peer have no part in it.",
+        "W5 runs handlers, not servers: the ceiling, Bun and the peer have no part in it.",
     ]
     markdown = table(header, out) + "\n\n" + "\n".join(notes)
     path = ctx.plots_dir / "w5_fanout.png"
