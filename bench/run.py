@@ -64,6 +64,7 @@ WORKLOADS = {
 SYSTEMS = ("wschat", "ceiling", "bun", "peer")
 SERVER_WORKLOADS = ("w1", "w2", "w3", "w4", "w7")  # those that start the servers
 DOC = ROOT / "docs" / "benchmarks.md"
+FASTER = BENCH / "what_made_it_faster.md"
 PLOTS = ROOT / "docs" / "bench"
 LOGS = BENCH / "results" / "logs"
 
@@ -306,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         total = time.monotonic() - started
         after = background_load()
         report.emit(f"Total run time: {total:.0f} s. Other load after the run: {after}.")
+        # How the figures got where they are: measured once per step, kept beside the tables.
+        report.emit(FASTER.read_text(encoding="utf-8").strip())
     finally:
         if fleet is not None:
             fleet.close()
