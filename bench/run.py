@@ -108,7 +108,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a("--w4-rates", type=float, nargs="+", default=[0.25, 0.5, 1, 2, 5])
     a("--w7-members", type=int, default=520, help="members of W7's one room")
     a("--w7-senders", type=int, default=20, help="of them, how many send")
-    a("--w7-rates", type=float, nargs="+", default=[1, 2, 5, 10], help="msg/s per sender")
+    a("--w7-rates", type=float, nargs="+", default=[1, 5, 10, 20], help="msg/s per sender")
     a("--w7-step-seconds", type=float, default=2.0, help="s of sending per W7 step")
     a("--step-seconds", type=float, default=2.5, help="s of sending per W3/W4 step")
     a("--drain-cap", type=float, default=5.0, help="s to wait for a step's deliveries")
