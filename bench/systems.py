@@ -376,7 +376,10 @@ class Ceiling(System):
         return f"/?room={room}" if room else "/"
 
 
-class Bun(System):
+class Bun(Ceiling):
+    """The same broadcast as the ceiling (same ``?room=``, same frames, same ready line),
+    compiled: Bun.serve on uWebSockets."""
+
     name = "bun"
     label = "Bun (Bun.serve, uWebSockets)"
     fmt = "ceiling"
@@ -414,16 +417,6 @@ class Bun(System):
         self.port = 0
         argv = [str(self.binary), str(BUN_DIR / "server.js"), "--host", self.host, "--port", "0"]
         return argv, dict(os.environ), BUN_DIR
-
-    def ready(self, log_text: str) -> bool:
-        for line in log_text.splitlines():
-            if line.startswith("listening on "):
-                self.port = int(line.split()[-1])
-                return True
-        return False
-
-    def path(self, room: str | None, name: str) -> str:
-        return f"/?room={room}" if room else "/"
 
 
 class Peer(System):

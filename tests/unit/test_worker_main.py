@@ -505,9 +505,8 @@ class RecordingFastPath:
         self.calls: list[dict[str, Any]] = []
         self.open_ids = open_ids or []
 
-    def channel_call(self, message: dict[str, Any]) -> dict[str, Any]:
+    def channel_call(self, message: dict[str, Any]) -> None:
         self.calls.append(message)
-        return {}
 
     def changes_since(self, version: int) -> tuple[int, dict[str, list[str]]]:
         return 1, {"open": self.open_ids} if version < 1 else {"opened": [], "closed": []}

@@ -80,25 +80,25 @@ class ManagementApi:
             return _error(410, "GoneException", None)
         return _error(405, "MethodNotAllowedException", f"{request.method} is not supported")
 
-    def channel_call(self, message: dict[str, Any]) -> dict[str, Any]:
-        """A worker's fast-path call, answered without leaving the event loop: post the same
-        frame to many connections in one go (or a few such batches). Handlers that describe or
-        close a connection go through the HTTP API."""
+    def channel_call(self, message: dict[str, Any]) -> None:
+        """A worker's fast-path post, done without leaving the event loop: the same frame to
+        many connections in one go (or a few such batches, in order: an ack, then the message
+        to the room). It gets no answer: the worker knows who is gone (``changes_since``).
+        Handlers that describe or close a connection go through the HTTP API."""
         self.fast_path_calls += 1
         op = message.get("op")
         if op == "post_many":
-            return self._post_many(message)
-        if op == "post_batch":
-            # Several post_many in one call, in order (an ack, then the message to the room).
-            return {"results": [self._post_many(batch) for batch in message.get("batches", [])]}
-        return {"error": f"unknown call {op!r}"}
+            self._post_many(message)
+        elif op == "post_batch":
+            for batch in message.get("batches", []):
+                self._post_many(batch)
+        else:
+            raise ValueError(f"unknown fast-path call {op!r}")
 
     def changes_since(self, version: int) -> tuple[int, dict[str, list[str]]]:
         """Told to each Python worker with an invocation: who is open, so its posts need no
         reply (``worker_main.PipeChannel``)."""
         return self.connections.changes_since(version)
 
-    def _post_many(self, message: dict[str, Any]) -> dict[str, Any]:
-        ids = message.get("ids", [])
-        gone = self.connections.post_many(ids, frame_for(ipc.unpack_data(message)))
-        return {"delivered": len(ids) - len(gone), "gone": gone, "failed": {}}
+    def _post_many(self, message: dict[str, Any]) -> None:
+        self.connections.post_many(message.get("ids", []), frame_for(ipc.unpack_data(message)))

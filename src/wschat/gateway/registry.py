@@ -85,15 +85,13 @@ class ConnectionRegistry:
         ws = self._open.get(connection_id)
         return ws is not None and ws.write_frame(frame)
 
-    def post_many(self, connection_ids: list[str], frame: bytes) -> list[str]:
-        """Write one frame to many connections; the ids that are gone."""
+    def post_many(self, connection_ids: list[str], frame: bytes) -> None:
+        """Write one frame to every one of ``connection_ids`` still open; the rest are gone."""
         lookup = self._open.get  # this loop runs once per recipient of every message
-        gone = []
         for connection_id in connection_ids:
             ws = lookup(connection_id)
-            if ws is None or not ws.write_frame(frame):
-                gone.append(connection_id)
-        return gone
+            if ws is not None:
+                ws.write_frame(frame)
 
     def describe(self, connection_id: str) -> dict[str, Any] | None:
         """``GET @connections/{id}``'s answer, in API Gateway's wire names (boto3 maps them to

@@ -35,8 +35,8 @@ function_log = logging.getLogger("wschat.functions")
 class FastPath(Protocol):
     """What a Python worker's fast path reaches in the gateway (``ManagementApi``)."""
 
-    def channel_call(self, message: dict[str, Any]) -> dict[str, Any]:
-        """Do a post_many / post_batch call; what it did (for tests and statistics)."""
+    def channel_call(self, message: dict[str, Any]) -> None:
+        """Do a post_many / post_batch call (no answer goes back)."""
 
     def changes_since(self, version: int) -> tuple[int, dict[str, list[str]]]:
         """The open connections' version, and what changed since ``version``."""
