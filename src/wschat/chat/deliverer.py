@@ -18,14 +18,14 @@ from wschat.chat.config import ChatConfig, Log, Outcome
 from wschat.chat.intents import Announce, Event, Intent, Reply, ToConnections, ToRoom
 from wschat.delivery.base import DeliveryError, FanoutResult, GoneConnection, Sender
 from wschat.delivery.jobs import FanoutJob, JobQueue, QueueUnavailable, retry_delay
-from wschat.storage.base import ChatStore, member_names
+from wschat.storage.base import ChatStore, member_names, members_within
 
 # Failed recipients logged one by one per post; the rest of them in one line.
 FAILURES_LOGGED = 10
 # What delivering needs of the store, whatever the action: a room's ids (and names, for
 # presence), and removing a connection found gone (the forget use case).
 # ``queue.send``: a big room becomes a plan job.
-STORE_NEEDS = frozenset(lifecycle.FORGET_NEEDS | {"room_member_ids", "room_members", "queue.send"})
+STORE_NEEDS = frozenset(lifecycle.FORGET_NEEDS | {"room_member_ids", "room_members", "room_size", "queue.send"})
 
 
 class Deliverer:
@@ -76,14 +76,8 @@ class Deliverer:
         reply_to(self.sender, connection_id, event, self.log)
 
     def _announce(self, intent: Announce, outcome: Outcome) -> None:
-        limit = self.config.presence_event_limit
-        members = self.store.room_members(intent.room, limit=limit + 1) if limit > 0 else []
-        quiet = (
-            limit <= 0
-            or len(members) > limit
-            or (intent.quiet_if is not None and intent.quiet_if(members))
-        )
-        if not quiet:
+        members = members_within(self.store, intent.room, self.config.presence_event_limit)
+        if members is not None and not (intent.quiet_if is not None and intent.quiet_if(members)):
             event = intent.make_event(member_names(members))
             ids = tuple(m.connection_id for m in members)
             gone = self._to_room(ToRoom(intent.room, event, members=ids), outcome)

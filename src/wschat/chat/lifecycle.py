@@ -12,13 +12,13 @@ from wschat.auth import AuthError
 from wschat.chat.config import ChatConfig
 from wschat.chat.intents import Announce, Intent, ToRoom
 from wschat.chat.rooms import another_connection_named, may_enter, still_present
-from wschat.storage.base import LOBBY, ChatStore, Connection, member_names
+from wschat.storage.base import LOBBY, ChatStore, Connection, member_names, members_within
 
 # API Gateway's integration timeout: no $connect runs longer than this.
 CONNECT_GRACE_MS = 30_000
 # What connecting and forgetting ask of the store (wschat/chat/registry.py derives IAM).
 CONNECT_NEEDS = frozenset({"put_connection", "get_room", "get_room_user"})
-FORGET_NEEDS = frozenset({"remove_connection", "room_members"})
+FORGET_NEEDS = frozenset({"remove_connection", "room_members", "room_size"})
 
 
 def connect(
@@ -87,11 +87,10 @@ def departed(
     if gone is None:
         return []
     ts = now_ms()
-    limit = config.presence_event_limit
     intents: list[ToRoom] = []
-    for room in sorted(gone.rooms) if limit > 0 else ():
-        members = store.room_members(room, limit=limit + 1)
-        if not members or len(members) > limit:
+    for room in sorted(gone.rooms) if config.presence_event_limit > 0 else ():
+        members = members_within(store, room, config.presence_event_limit)
+        if not members:
             continue
         if still_present(gone.name)(members):
             continue  # another tab of the same person is still there

@@ -14,6 +14,7 @@ from wschat.chat.context import Context
 from wschat.chat.intents import Intent, ToConnections
 from wschat.chat.rooms import require_room
 from wschat.protocol import ProtocolError
+from wschat.storage.base import members_within
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +50,8 @@ def typing(ctx: Context, command: Typing) -> list[Intent]:
         return [ToConnections(others, event)] if others else []
     assert command.room is not None
     require_room(me, command.room, command.ACTION)
-    limit = ctx.config.presence_event_limit
-    members = ctx.store.room_members(command.room, limit=limit + 1)
-    if len(members) > limit:
+    members = members_within(ctx.store, command.room, ctx.config.presence_event_limit)
+    if members is None:
         return []
     others = tuple(m.connection_id for m in members if m.name != me.name)
     return [ToConnections(others, event)] if others else []

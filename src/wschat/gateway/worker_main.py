@@ -17,7 +17,6 @@ import decimal
 import importlib
 import json
 import os
-import queue
 import sys
 import threading
 import traceback
@@ -45,11 +44,6 @@ class PipeChannel:
         # connection whose $connect ended during this invocation still gets the frame; the
         # chat forgets a gone record only when it is older than a $connect can take.
         self.open: set[str] = set()
-        self._closed: str | None = None
-
-    def close(self, reason: str) -> None:
-        """The gateway is gone: every later post fails with ``reason``."""
-        self._closed = reason
 
     def told(self, connections: dict[str, list[str]] | None) -> None:
         """Apply what the gateway said of the open connections with an invocation."""
@@ -67,9 +61,10 @@ class PipeChannel:
 
     def _send(self, message: dict[str, Any]) -> None:
         """A post the gateway answers not at all: the ids' fate is known here already."""
-        if self._closed is not None:
-            raise DeliveryError(self._closed)
-        self._write(message)
+        try:
+            self._write(message)
+        except OSError as exc:  # the gateway is gone (stopped, or killed): its pipe closed
+            raise DeliveryError(f"the gateway is gone: {exc}") from exc
 
     def post_many(
         self, connection_ids: Sequence[str], data: bytes, *, deadline: float | None = None
@@ -106,7 +101,6 @@ class Worker:
         self._in = os.fdopen(int(env.pop("WSCHAT_WORKER_IN_FD")), "rb", buffering=0)
         self._out = os.fdopen(int(env.pop("WSCHAT_WORKER_OUT_FD")), "wb", buffering=0)
         self._write_lock = threading.Lock()
-        self._invocations: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.channel = PipeChannel(self.write)
         self.debugger = worker_debug.WorkerDebugger.from_env(env, self.write)
         for endpoint in endpoints:
@@ -149,29 +143,20 @@ class Worker:
             "stackTrace": [],
         }
 
-    def read_loop(self) -> None:
-        decoder = ipc.Decoder()
-        while True:
-            chunk = self._in.read(65536)
-            if not chunk:
-                # The gateway closed the pipe (stopped, or killed): a handler waiting for a
-                # fast-path reply would wait out its 30 s, keeping this process (and the store)
-                # busy after the gateway died; fail the wait so the worker exits now.
-                self.channel.close("the gateway is gone")
-                self._invocations.put(None)
-                return
-            for message in decoder.feed(chunk):
-                if message["op"] == "invoke":
-                    self._invocations.put(message)
-
     def serve(self) -> None:
+        """Invocations one at a time, read on this thread: the gateway sends nothing else,
+        and nothing while one runs (posts need no answer), so no reader thread has to hand
+        them over (a thread switch per invocation)."""
         if self.debugger is not None:
             self.debugger.start()
         self.load_handler()
-        threading.Thread(target=self.read_loop, name="ipc-reader", daemon=True).start()
         self.write({"op": "ready", "ok": self.init_error is None})
-        while (message := self._invocations.get()) is not None:
-            self.write(self.invoke(message))
+        decoder = ipc.Decoder()
+        # An empty read: the gateway closed the pipe (stopped, or killed), and this ends.
+        while chunk := self._in.read(65536):
+            for message in decoder.feed(chunk):
+                if message["op"] == "invoke":
+                    self.write(self.invoke(message))
 
     def invoke(self, message: dict[str, Any]) -> dict[str, Any]:
         reply: dict[str, Any] = {"op": "result", "id": message["id"]}

@@ -256,6 +256,11 @@ class ChatStore(ConnectionStore, Protocol):
         ones is the store's choice), so a caller that only needs to know whether a room is
         bigger than N reads N + 1, not the whole room."""
 
+    def room_size(self, room: str, *, limit: int) -> int:
+        """How many memberships the room has, at most ``limit``: a count that reads no names
+        (so the presence events' "is this room small enough to announce to" costs a count of
+        at most ``limit``, not ``limit`` members built)."""
+
     def room_member_ids(self, room: str, *, after: str | None = None, limit: int) -> list[str]:
         """A page of the room's connection ids, in connectionId order, those after ``after``
         (the last id of the page before) only: a Query projecting the key alone, so paging
@@ -362,6 +367,16 @@ class ChatStore(ConnectionStore, Protocol):
 
     def read_marks(self, user: str, rooms: Sequence[str]) -> dict[str, str]:
         """The user's read mark in each of ``rooms`` that has one (batched reads)."""
+
+
+def members_within(store: ChatStore, room: str, limit: int) -> list[Member] | None:
+    """The room's members when it has at most ``limit`` (presence events' size limit), else
+    None (also for a limit of 0: presence events off). A count comes first, so a room over
+    the limit costs a count, not ``limit`` + 1 members read and built."""
+    if limit <= 0 or store.room_size(room, limit=limit + 1) > limit:
+        return None
+    members = store.room_members(room, limit=limit + 1)
+    return None if len(members) > limit else members  # it grew meanwhile
 
 
 def member_names(members: Sequence[Member]) -> list[str]:

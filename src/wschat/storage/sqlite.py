@@ -300,6 +300,10 @@ class SqliteStore:
         rows = self._run(lambda db: db.execute(query, params).fetchall())
         return [Member(room, str(cid), str(name)) for cid, name in rows]
 
+    def room_size(self, room: str, *, limit: int) -> int:
+        query = 'SELECT count(*) FROM (SELECT 1 FROM "chat-members" WHERE room = ? LIMIT ?)'
+        return int(self._run(lambda db: db.execute(query, (room, max(0, limit))).fetchone()[0]))
+
     def room_member_ids(self, room: str, *, after: str | None = None, limit: int) -> list[str]:
         query = 'SELECT connectionId FROM "chat-members" WHERE room = ? AND connectionId > ?'
         params = (room, after or "", max(0, limit))
