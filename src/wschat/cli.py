@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -379,6 +380,9 @@ def serve(args: argparse.Namespace) -> int:
             waits = " (it waits for you)" if target.wait else ""
             print(f"Debugger for {target.function}: attach to {target.address}{waits}")
         print("Press Ctrl+C to stop.", flush=True)
+        # What start-up made lives as long as the gateway: out of the collector's sight, so
+        # its full collections walk the connections, not every module and route.
+        gc.freeze()
         await gateway.serve_forever(stop)
 
     try:

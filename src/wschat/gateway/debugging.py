@@ -132,10 +132,9 @@ async def wait_pausing(
 ) -> bool:
     """Wait for ``future`` for ``timeout`` seconds, not counting the time a debugger holds the
     function (none for a function not debugged); True when it finished within them."""
-    if debugger is None:
-        done, _ = await asyncio.wait({future}, timeout=timeout)
-        return bool(done)
     loop = asyncio.get_running_loop()
+    if debugger is None:
+        return await _done_within(loop, future, timeout)
     remaining = timeout
     while not future.done():
         changed = debugger.changed()
@@ -150,3 +149,26 @@ async def wait_pausing(
         )
         remaining -= loop.time() - started
     return True
+
+
+async def _done_within(
+    loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], timeout: float
+) -> bool:
+    """``asyncio.wait({future}, timeout=timeout)`` with one timer and one callback: it runs
+    twice for every invocation (the integration's wait and the function's)."""
+    if future.done():
+        return True
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    timer = loop.call_later(timeout, wake)
+    future.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        future.remove_done_callback(wake)
+    return future.done()

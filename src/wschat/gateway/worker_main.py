@@ -14,6 +14,7 @@ which are removed from the environment before the handler module is imported. Wi
 from __future__ import annotations
 
 import decimal
+import gc
 import importlib
 import json
 import os
@@ -150,6 +151,9 @@ class Worker:
         if self.debugger is not None:
             self.debugger.start()
         self.load_handler()
+        # The handler's modules and clients live as long as the environment: out of the
+        # collector's sight, so collections walk what invocations make.
+        gc.freeze()
         self.write({"op": "ready", "ok": self.init_error is None})
         decoder = ipc.Decoder()
         # An empty read: the gateway closed the pipe (stopped, or killed), and this ends.
