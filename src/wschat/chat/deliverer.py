@@ -23,9 +23,11 @@ from wschat.storage.base import ChatStore, member_names, members_within
 # Failed recipients logged one by one per post; the rest of them in one line.
 FAILURES_LOGGED = 10
 # What delivering needs of the store, whatever the action: a room's ids (and names, for
-# presence), and removing a connection found gone (the forget use case).
+# presence, and their count first), and removing a connection found gone (the forget use case).
 # ``queue.send``: a big room becomes a plan job.
-STORE_NEEDS = frozenset(lifecycle.FORGET_NEEDS | {"room_member_ids", "room_members", "room_size", "queue.send"})
+STORE_NEEDS = frozenset(
+    lifecycle.FORGET_NEEDS | {"room_member_ids", "room_members", "room_size", "queue.send"}
+)
 
 
 class Deliverer:
