@@ -2,9 +2,10 @@
 
 ``ClientProtocol`` is the only class that touches sockets. It knows the server it belongs to
 only as a ``ConnectionHost``: HTTP requests go to its ``handle_http``; an upgrade becomes a
-``WebSocketConnection``, admitted by its ``authorize_connection``, driven by
-websockets' Sans-I/O ``ServerProtocol``, which enforces API Gateway's frame and message limits
-(close code 1009) as ``max_size=(message, frame)``.
+``WebSocketConnection``, admitted by its ``authorize_connection`` (the handshake itself is
+``handshake``'s), its frames driven by websockets' Sans-I/O ``ServerProtocol``, which
+enforces API Gateway's frame and message limits (close code 1009) as
+``max_size=(message, frame)``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from websockets.http11 import Request as WsRequest
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from wschat.gateway import core, http
+from wschat.gateway import core, handshake, http
 
 log = logging.getLogger("wschat.gateway")
 
@@ -297,18 +298,12 @@ class ClientProtocol(asyncio.Protocol):
 
     async def _handshake(self, request: http.Request) -> None:
         limits = self.host.limits
-        protocol = ServerProtocol(max_size=(limits.max_message_bytes, limits.max_frame_bytes))
-        protocol.receive_data(request.head)
-        events = protocol.events_received()
-        if not events or not isinstance(events[0], WsRequest):
-            self.write(
-                http.json_response(
-                    400, {"message": "invalid WebSocket handshake"}, keep_alive=False
-                )
-            )
-            self.close_transport()
+        max_size = (limits.max_message_bytes, limits.max_frame_bytes)
+        accept = handshake.accept_key(request)
+        if accept is None:
+            # Not plainly valid: websockets checks it and answers with the error it finds.
+            self._refuse_malformed(request, ServerProtocol(max_size=max_size))
             return
-        ws_request = events[0]
         connected_at_ms = int(time.time() * 1000)
         info = core.ConnectionInfo(
             connection_id=core.new_connection_id(),
@@ -324,34 +319,55 @@ class ClientProtocol(asyncio.Protocol):
             query=request.query,
             user_agent=request.header("User-Agent"),
         )
-        ws = WebSocketConnection(self, protocol, info)
-        response = protocol.accept(ws_request)
-        if response.status_code != 101:
-            # Not a valid upgrade (bad key, version...): websockets built the error response.
-            protocol.send_response(response)
-            self.ws = ws
-            self.flush()
-            return
+        # The handshake is this module's: websockets' protocol starts at the frames.
+        ws = WebSocketConnection(self, ServerProtocol(state=State.OPEN, max_size=max_size), info)
         status, extra_headers = await self.host.authorize_connection(ws, request)
         if self.transport is None or self.transport.is_closing():
             # The client gave up during $connect: API Gateway runs $disconnect only for
             # connections that were established, and so do we.
             return
         if not core.is_success(status):
-            body = f"{status}".encode()
-            self.write(http.response(status, body, content_type="text/plain", keep_alive=False))
-            self.close_transport()
+            self._refuse(status)
             return
-        for name, value in extra_headers.items():
-            response.headers[name] = value
-        protocol.send_response(response)
+        try:
+            response = handshake.switching_protocols(accept, http.http_date(), extra_headers)
+        except ValueError as exc:  # a header with a line break in it, say
+            log.error("%s: %s", ws.connection_id, exc)
+            self._refuse(500)
+            return
+        self.write(response)
         self.ws = ws
         ws.open = True
-        self.flush()
         self.host.connection_opened(ws)
         if self.buffer:  # frames sent right behind the handshake
             data, self.buffer = bytes(self.buffer), bytearray()
             self._websocket_data(data)
+
+    def _refuse(self, status: int) -> None:
+        """Answer a handshake that ``$connect`` (or its authorizer) refused, as API Gateway
+        does: the status, and the connection closed."""
+        body = f"{status}".encode()
+        self.write(http.response(status, body, content_type="text/plain", keep_alive=False))
+        self.close_transport()
+
+    def _refuse_malformed(self, request: http.Request, protocol: ServerProtocol) -> None:
+        """websockets reads the head ``handshake.accept_key`` would not accept, and answers
+        with the status its checks give (a head it cannot even parse gets a 400)."""
+        protocol.receive_data(request.head)
+        events = protocol.events_received()
+        if events and isinstance(events[0], WsRequest):
+            response = protocol.accept(events[0])
+            if response.status_code != 101:
+                protocol.send_response(response)
+                for data in protocol.data_to_send():
+                    if data:
+                        self.write(data)
+                self.close_transport()
+                return
+        self.write(
+            http.json_response(400, {"message": "invalid WebSocket handshake"}, keep_alive=False)
+        )
+        self.close_transport()
 
     def _websocket_data(self, data: bytes) -> None:
         ws = self.ws

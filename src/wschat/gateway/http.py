@@ -7,7 +7,9 @@ check, and for the chat its page.
 
 from __future__ import annotations
 
+import functools
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -120,6 +122,16 @@ def body_length(request: Request) -> int:
     return length
 
 
+@functools.lru_cache(maxsize=2)
+def _date_of_second(second: int) -> str:
+    return formatdate(second, usegmt=True)
+
+
+def http_date() -> str:
+    """Now as an HTTP Date header value, formatted once a second."""
+    return _date_of_second(int(time.time()))
+
+
 def response(
     status: int,
     body: bytes = b"",
@@ -131,7 +143,7 @@ def response(
     phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Unknown"
     lines = [
         f"HTTP/1.1 {status} {phrase}",
-        f"Date: {formatdate(usegmt=True)}",
+        f"Date: {http_date()}",
         "Connection: keep-alive" if keep_alive else "Connection: close",
     ]
     if status >= 200 and status != 204:  # RFC 9110 8.6: no Content-Length on 1xx and 204
