@@ -33,6 +33,9 @@ def bind_invocation(event: WebSocketEvent, context: Any) -> Logger:
     return logger
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"))  # built once, not on every invocation
+
+
 def publish_counts(counts: dict[str, int]) -> None:
     """Emit the non-zero counters of one invocation (connections opened and closed, messages
     delivered, delivery failures) as one CloudWatch Embedded Metric Format line on stdout,
@@ -59,4 +62,4 @@ def publish_counts(counts: dict[str, int]) -> None:
     }
     for name, value in present.items():
         line[name] = [value]  # a list of values, as powertools writes them
-    sys.stdout.write(json.dumps(line, separators=(",", ":")) + "\n")
+    sys.stdout.write(_COMPACT.encode(line) + "\n")
