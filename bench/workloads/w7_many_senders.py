@@ -14,14 +14,16 @@ from workloads.broadcast import (
     Plan,
     Run,
     measure,
+    peak_rates,
     plot_latency,
     run_notes,
     steps_table,
     summary_table,
 )
-from workloads.common import SYSTEM_ORDER, ConnectResult, Context, Section, ms, num
+from workloads.common import SYSTEM_ORDER, ConnectResult, Context, Section, ms, num, share_goal
 
 ROOM = "crowd"
+GOAL_SHARE = 0.8
 
 
 def label_of(rate: float) -> str:
@@ -91,10 +93,21 @@ def run(ctx: Context) -> Section:
         plot,
         f"W7: one room of {args.w7_members:,}, {args.w7_senders} senders stepping up",
     )
+    rates = peak_rates(runs)
+    goals = [
+        share_goal(
+            "W7",
+            f"(issue 14) at least {GOAL_SHARE}x the ceiling's deliveries per second",
+            rates["wschat"],
+            rates["ceiling"],
+            GOAL_SHARE,
+            "deliveries/s",
+        )
+    ]
     return Section(
         "W7",
         f"W7 many senders: {args.w7_senders} senders in one room of {args.w7_members:,}",
         markdown,
-        [],
+        goals,
         [plot],
     )
