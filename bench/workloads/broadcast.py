@@ -454,6 +454,16 @@ def measure(
     return run
 
 
+def cpu_per_message(step: Step | None) -> str:
+    """The server's CPU time over a step per message sent in it, by process group: at a rate
+    every server keeps up with, what each message costs, steadier than a peak on a noisy
+    machine (the time the server waited for the step's last deliveries is in it too)."""
+    if step is None or not step.sent or not step.server_cpu:
+        return "-"
+    cost = {g: cores * step.wall / step.sent * 1e6 for g, cores in step.server_cpu.items()}
+    return " + ".join(f"{g} {us:,.0f}" for g, us in cost.items())
+
+
 def load_bound(runs: dict[str, Run], *names: str) -> bool:
     """Whether each of these servers delivered every frame offered at its peak step, the
     same step for all: the load, not a server, was the limit."""
@@ -501,6 +511,7 @@ def summary_table(
         "peak deliveries/s",
         *[column for _, column in bases],
         header_of,
+        "server CPU per message sent at that rate (us)",
         "server CPU at peak (cores)",
         "load-generator CPU at peak (cores)",
         "CPU 0 / CPU 1 busy at peak",
@@ -520,6 +531,7 @@ def summary_table(
                 num(rates[name]) + (f" at {p.label}" if p else ""),
                 *[ratio(rates[name], rates[base]) for base, _ in bases],
                 headline_cell(step) if step else "-",
+                cpu_per_message(step),
                 " + ".join(f"{g} {v:.2f}" for g, v in p.server_cpu.items()) if p else "-",
                 f"{p.loadgen_cpu:.2f}" if p else "-",
                 " / ".join(f"{p.busy[c] * 100:.0f}%" for c in sorted(p.busy)) if p else "-",

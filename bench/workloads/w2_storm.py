@@ -45,6 +45,7 @@ class Result:
     connect: ConnectResult | None = None
     failed: str = ""
     note: str = ""
+    cpu: dict[str, float] | None = None  # server CPU seconds over the storm, by process group
 
 
 def measure(ctx: Context, name: str, label: str, **env: str) -> Result:
@@ -58,6 +59,7 @@ def measure(ctx: Context, name: str, label: str, **env: str) -> Result:
                 f"W2 {label}: {args.w2_connections:,} connects, {args.w2_concurrency} in flight, "
                 f"cap {args.w2_cap:.0f} s"
             )
+            cpu_before = system.cpu()
             result.connect = connect(
                 ctx,
                 system,
@@ -66,6 +68,8 @@ def measure(ctx: Context, name: str, label: str, **env: str) -> Result:
                 cap=args.w2_cap,
                 timeout=args.w2_timeout,
             )
+            cpu_after = system.cpu()
+            result.cpu = {g: cpu_after.get(g, 0.0) - v for g, v in cpu_before.items()}
             c = result.connect
             ctx.log(f"W2 {label}: {c.ok:,} in {c.wall:.1f} s = {c.rate:,.0f}/s")
             lost = lost_summary(snapshot(ctx, None, latencies=False))
@@ -83,6 +87,14 @@ def measure(ctx: Context, name: str, label: str, **env: str) -> Result:
             "at once (one per concurrent invocation)"
         )
     return result
+
+
+def cpu_per_connect(result: Result) -> str:
+    """Server CPU time over the storm per handshake completed, by process group."""
+    c = result.connect
+    if c is None or not c.ok or not result.cpu:
+        return "-"
+    return " + ".join(f"{g} {seconds / c.ok * 1e6:,.0f}" for g, seconds in result.cpu.items())
 
 
 def run(ctx: Context) -> Section:
@@ -104,7 +116,7 @@ def run(ctx: Context) -> Section:
     for r in results.values():
         c = r.connect
         if c is None:
-            rows.append([r.label, r.failed or "-", "", "", "", "", "", "", "", ""])
+            rows.append([r.label, r.failed or "-", "", "", "", "", "", "", "", "", ""])
             continue
         rows.append(
             [
@@ -118,6 +130,7 @@ def run(ctx: Context) -> Section:
                 ratio(c.rate, rate("ceiling")),
                 ratio(c.rate, rate("bun")),
                 ratio(c.rate, rate("peer")),
+                cpu_per_connect(r),
             ]
         )
     header = [
@@ -131,6 +144,7 @@ def run(ctx: Context) -> Section:
         "x ceiling",
         "x Bun",
         "x peer",
+        "server CPU per connect (us)",
     ]
     args = ctx.args
     notes = [

@@ -71,6 +71,12 @@ VARIANTS = {
     "HTTP/1.0": head(GOOD, "GET /local HTTP/1.0"),
     "a header name with a slash": head([*GOOD, ("X/Y", "1")]),
     "a control character in a value": head([*GOOD, ("X-Y", "a\x01b")]),
+    # websockets reads lines of at most 8,192 bytes, CRLF included.
+    "a request line of 8,192 bytes": head(GOOD, "GET /" + "a" * 8176 + " HTTP/1.1"),
+    "a request line of 8,193 bytes": head(GOOD, "GET /" + "a" * 8177 + " HTTP/1.1"),
+    "a header of 9,000 bytes": head([*GOOD, ("X-Big", "b" * 9000)]),
+    "129 headers": head([*GOOD, *[("X-H", "v")] * 124]),
+    "128 headers": head([*GOOD, *[("X-H", "v")] * 123]),
 }
 
 

@@ -3,7 +3,8 @@
 The gateway parses every request head once (``http.parse_head``). For an upgrade that is
 plainly valid (GET over HTTP/1.1, one ``Upgrade: websocket``, ``Connection`` listing
 ``upgrade``, one 16-byte ``Sec-WebSocket-Key``, one ``Sec-WebSocket-Version: 13``, header
-names and values as RFC 9110 allows), ``accept_key`` gives the ``Sec-WebSocket-Accept``
+names and values as RFC 9110 allows, lines and headers within websockets' limits),
+``accept_key`` gives the ``Sec-WebSocket-Accept``
 value and ``switching_protocols`` the 101 response, so websockets does not parse the same
 head a second time and build the answer header by header: a connect storm spends its time
 in ``$connect``, not in reading each head twice. Anything else (``accept_key`` is None) goes
@@ -16,6 +17,7 @@ import base64
 import binascii
 import re
 
+from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS
 from websockets.utils import accept_key as _accept_of
 
 from wschat.gateway.http import Request
@@ -29,6 +31,11 @@ def accept_key(request: Request) -> str | None:
     """``Sec-WebSocket-Accept`` for a plainly valid upgrade; None for anything websockets
     should look at (and refuse)."""
     if request.method != "GET" or request.version != "HTTP/1.1":
+        return None
+    # websockets' own limits on a head: longer lines and more headers are its to refuse.
+    if len(request.headers) > MAX_NUM_HEADERS:
+        return None
+    if max(len(line) for line in request.head.split(b"\r\n")) + 2 > MAX_LINE_LENGTH:
         return None
     key: list[str] = []
     version: list[str] = []
