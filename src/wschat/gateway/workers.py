@@ -104,6 +104,38 @@ class _PipeReader(asyncio.Protocol):
         self.worker.on_pipe_closed()
 
 
+class _OutputLines(asyncio.Protocol):
+    """A worker's stdout and stderr, logged line by line as its function's output (what
+    CloudWatch Logs would hold), split as the bytes come: no task to wake per line."""
+
+    MAX_LINE = 64 * 1024  # a longer run without a newline is logged in pieces
+
+    def __init__(self, prefix: str, closed: asyncio.Future[None]) -> None:
+        self.prefix = prefix
+        self.closed = closed
+        self.partial = b""
+
+    def data_received(self, data: bytes) -> None:
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()
+        if len(self.partial) > self.MAX_LINE:
+            lines.append(self.partial)
+            self.partial = b""
+        if function_log.isEnabledFor(logging.INFO):
+            for line in lines:
+                self._log(line)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.partial and function_log.isEnabledFor(logging.INFO):
+            self._log(self.partial)
+        self.partial = b""
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def _log(self, line: bytes) -> None:
+        function_log.info("%s %s", self.prefix, line.decode("utf-8", "replace").rstrip())
+
+
 class WorkerProcess:
     """One execution environment: a ``wschat.gateway.worker_main`` process, or a
     ``node_worker.mjs`` one for a Node.js function (both speak ``ipc``)."""
@@ -129,7 +161,7 @@ class WorkerProcess:
         self._ready: asyncio.Future[bool] | None = None
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._output_closed: asyncio.Future[None] | None = None
         self.alive = False
         self.generation = 0  # the pool's code generation it started on
 
@@ -138,6 +170,7 @@ class WorkerProcess:
         command = worker_command(self.function, self.env.get("PATH"))
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
+        output_r, output_w = os.pipe()
         env = {
             **self.env,
             "WSCHAT_WORKER_HANDLER": self.function.handler,
@@ -153,8 +186,8 @@ class WorkerProcess:
                 *command,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
+                stdout=output_w,
+                stderr=output_w,
                 pass_fds=(to_child_r, from_child_w),
                 cwd=str(self.function.code_dir),
                 # Its own session: Ctrl+C in the terminal reaches the gateway only, which then
@@ -165,6 +198,7 @@ class WorkerProcess:
         finally:
             os.close(to_child_r)
             os.close(from_child_w)
+            os.close(output_w)
         self.alive = True
         write_transport, _ = await loop.connect_write_pipe(
             asyncio.Protocol, os.fdopen(to_child_w, "wb", buffering=0)
@@ -173,18 +207,16 @@ class WorkerProcess:
         await loop.connect_read_pipe(
             lambda: _PipeReader(self), os.fdopen(from_child_r, "rb", buffering=0)
         )
-        assert self.process.stdout is not None
-        self._tasks.append(asyncio.create_task(self._forward_output(self.process.stdout)))
+        self._output_closed = closed = loop.create_future()
+        await loop.connect_read_pipe(
+            lambda: _OutputLines(f"[{self.function.name}]", closed),
+            os.fdopen(output_r, "rb", buffering=0),
+        )
         ok = await self._ready
         if not ok:
             log.warning(
                 "function %s failed to initialise; invocations will fail", self.function.name
             )
-
-    async def _forward_output(self, stream: asyncio.StreamReader) -> None:
-        prefix = f"[{self.function.name}]"
-        while line := await stream.readline():
-            function_log.info("%s %s", prefix, line.decode("utf-8", "replace").rstrip())
 
     def on_message(self, message: dict[str, Any]) -> None:
         op = message.get("op")
@@ -280,9 +312,9 @@ class WorkerProcess:
                 self.process.kill()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.process.wait(), 5)
-        for task in self._tasks:
+        if self._output_closed is not None:  # its last lines logged
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 1)
+                await asyncio.wait_for(asyncio.shield(self._output_closed), 1)
 
 
 class FunctionPool:
