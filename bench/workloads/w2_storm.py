@@ -151,7 +151,9 @@ def run(ctx: Context) -> Section:
         f"Offered: {args.w2_connections:,} connects to a fresh server, {args.w2_concurrency} "
         f"handshakes in flight, none started after {args.w2_cap:.0f} s, each given "
         f"{args.w2_timeout:.0f} s. x ceiling / x Bun / x peer: connects/s over theirs (higher is "
-        "faster)."
+        "faster). Server CPU per connect: the server's CPU time over the storm per handshake "
+        "completed, by process group (an environment that started during the storm brings "
+        "its cold start with it)."
     ]
     for r in results.values():
         if r.note:
