@@ -446,18 +446,18 @@ def test_room_members_reads_at_most_the_limit(store: ChatStore) -> None:
     assert store.room_members("empty", limit=3) == []
 
 
-def test_room_size_counts_the_rooms_members_up_to_the_limit(store: ChatStore) -> None:
+def test_room_member_count_counts_no_further_than_its_limit(store: ChatStore) -> None:
     for n in range(5):
         connect(store, f"member-{n:02d}=", f"user{n}", "lobby", "small" if n < 2 else "lobby")
     connect(store, "elsewhere=", "other", "other")
 
-    assert store.room_size("lobby", limit=3) == 3  # counted no further than asked
-    assert store.room_size("lobby", limit=6) == 5
-    assert store.room_size("small", limit=6) == 2
-    assert store.room_size("lobby", limit=0) == 0
-    assert store.room_size("empty", limit=3) == 0
+    assert store.room_member_count("lobby", limit=3) == 3  # counted no further than asked
+    assert store.room_member_count("lobby", limit=6) == 5
+    assert store.room_member_count("small", limit=6) == 2
+    assert store.room_member_count("lobby", limit=0) == 0
+    assert store.room_member_count("empty", limit=3) == 0
     store.leave_room("small", "member-00=")
-    assert store.room_size("small", limit=6) == 1
+    assert store.room_member_count("small", limit=6) == 1
 
 
 def test_remove_connection_deletes_the_record_and_every_membership(store: ChatStore) -> None:

@@ -132,7 +132,6 @@ STORE_CALLS: dict[str, set[tuple[str, str]]] = {
     "leave_room": {("dynamodb:DeleteItem", MEMBERS), ("dynamodb:UpdateItem", CONNECTIONS)},
     "room_members": {("dynamodb:Query", MEMBERS)},
     "room_member_ids": {("dynamodb:Query", MEMBERS)},  # ProjectionExpression: the key alone
-    "room_size": {("dynamodb:Query", MEMBERS)},  # Select COUNT
     # DeleteItem of the record (ReturnValues ALL_OLD: its rooms), BatchWriteItem deletes of
     # its memberships.
     "remove_connection": {
@@ -739,8 +738,8 @@ def adapter_calls(template: dict[str, Any]) -> dict[str, set[tuple[str, str]]]:
         assert "a" in {m.connection_id for m in run("room_members", "lobby")}
         assert "a" in run("room_member_ids", "lobby", limit=10)
         assert run("room_member_ids", "lobby", after="a", limit=1) != ["a"]
-        assert run("room_size", "lobby", limit=1) == 1
-        assert run("room_size", "lobby", limit=100) >= 2
+        assert run("room_member_count", "lobby", limit=1) == 1
+        assert run("room_member_count", "lobby", limit=100) >= 2
         first = run("append_message", NewMessage("lobby", "alice2", "one", now_ms, expires))
         second = run("append_message", NewMessage("lobby", "alice2", "two", now_ms, expires))
         assert first.id < second.id

@@ -26,7 +26,7 @@ FAILURES_LOGGED = 10
 # presence, and their count first), and removing a connection found gone (the forget use case).
 # ``queue.send``: a big room becomes a plan job.
 STORE_NEEDS = frozenset(
-    lifecycle.FORGET_NEEDS | {"room_member_ids", "room_members", "room_size", "queue.send"}
+    lifecycle.FORGET_NEEDS | {"room_member_ids", "room_members", "room_member_count", "queue.send"}
 )
 
 

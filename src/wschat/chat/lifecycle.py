@@ -18,7 +18,7 @@ from wschat.storage.base import LOBBY, ChatStore, Connection, member_names, memb
 CONNECT_GRACE_MS = 30_000
 # What connecting and forgetting ask of the store (wschat/chat/registry.py derives IAM).
 CONNECT_NEEDS = frozenset({"put_connection", "get_room", "get_room_user"})
-FORGET_NEEDS = frozenset({"remove_connection", "room_members", "room_size"})
+FORGET_NEEDS = frozenset({"remove_connection", "room_members", "room_member_count"})
 
 
 def connect(

@@ -74,7 +74,7 @@ ACTIONS: dict[str, Action] = {
              fans_out=False),
         _row(protocol.History, messages.history, "history", {"message_history"}, fans_out=False),
         _row(typing.Typing, typing.typing, "send_message",
-             {"room_members", "room_size", "connection_ids_named"}, fans_out=True),
+             {"room_members", "room_member_count", "connection_ids_named"}, fans_out=True),
         _row(edits.Edit, edits.edit, "send_message",
              {"get_message", "edit_message", "connection_ids_named", "get_room_user"},
              fans_out=True),

@@ -256,11 +256,6 @@ class ChatStore(ConnectionStore, Protocol):
         ones is the store's choice), so a caller that only needs to know whether a room is
         bigger than N reads N + 1, not the whole room."""
 
-    def room_size(self, room: str, *, limit: int) -> int:
-        """How many memberships the room has, at most ``limit``: a count that reads no names
-        (so the presence events' "is this room small enough to announce to" costs a count of
-        at most ``limit``, not ``limit`` members built)."""
-
     def room_member_ids(self, room: str, *, after: str | None = None, limit: int) -> list[str]:
         """A page of the room's connection ids, in connectionId order, those after ``after``
         (the last id of the page before) only: a Query projecting the key alone, so paging
@@ -341,8 +336,9 @@ class ChatStore(ConnectionStore, Protocol):
         (the last name of the page before). An index, never a Scan; on DynamoDB eventually
         consistent (a room created a moment ago may be missing for a moment)."""
 
-    def room_member_count(self, room: str) -> int:
-        """How many memberships (connections) the room has: a count, reading no names."""
+    def room_member_count(self, room: str, *, limit: int | None = None) -> int:
+        """How many memberships (connections) the room has, at most ``limit`` when given
+        (counting stops there): a count, reading no names."""
 
     # --- room users ---
 
@@ -373,7 +369,7 @@ def members_within(store: ChatStore, room: str, limit: int) -> list[Member] | No
     """The room's members when it has at most ``limit`` (presence events' size limit), else
     None (also for a limit of 0: presence events off). A count comes first, so a room over
     the limit costs a count, not ``limit`` + 1 members read and built."""
-    if limit <= 0 or store.room_size(room, limit=limit + 1) > limit:
+    if limit <= 0 or store.room_member_count(room, limit=limit + 1) > limit:
         return None
     members = store.room_members(room, limit=limit + 1)
     return None if len(members) > limit else members  # it grew meanwhile

@@ -468,28 +468,6 @@ class DynamoDBStore(MessageRecords, RoomRecords):
                         return members  # no further page is read
             return members
 
-    def room_size(self, room: str, *, limit: int) -> int:
-        if limit <= 0:
-            return 0
-        request: dict[str, Any] = {
-            "TableName": self.tables.members,
-            "KeyConditionExpression": "room = :room",
-            "ExpressionAttributeValues": {":room": schema.s(room)},
-            "Select": "COUNT",
-            "ConsistentRead": True,
-        }
-        count = 0
-        with _translated(f"Query {self.tables.members} {room}"):
-            # Limit caps the items a page counts: read on only while the count is short of it.
-            while count < limit:
-                request["Limit"] = limit - count
-                page = self._client.query(**request)
-                count += int(page.get("Count", 0))
-                if "LastEvaluatedKey" not in page:
-                    break
-                request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
-        return min(count, limit)
-
     def room_member_ids(self, room: str, *, after: str | None = None, limit: int) -> list[str]:
         if limit <= 0:
             return []

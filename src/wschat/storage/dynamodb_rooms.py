@@ -102,7 +102,9 @@ class RoomRecords(Records):
             request["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
         return rooms[:limit]
 
-    def room_member_count(self, room: str) -> int:
+    def room_member_count(self, room: str, *, limit: int | None = None) -> int:
+        if limit is not None and limit <= 0:
+            return 0
         request: dict[str, Any] = {
             "TableName": self.tables.members,
             "KeyConditionExpression": "room = :room",
@@ -111,12 +113,17 @@ class RoomRecords(Records):
             "ConsistentRead": True,
         }
         count = 0
-        while True:  # a page counts up to 1 MB of items; a big room takes several
+        # A page counts up to 1 MB of items, a big room takes several; with a limit, Limit
+        # caps what a page counts, and pages are read only while the count is short of it.
+        while limit is None or count < limit:
+            if limit is not None:
+                request["Limit"] = limit - count
             reply = self._call("query", f"Query {self.tables.members} {room}", **request)
             count += int(reply.get("Count", 0))
             if "LastEvaluatedKey" not in reply:
-                return count
+                break
             request["ExclusiveStartKey"] = reply["LastEvaluatedKey"]
+        return count if limit is None else min(count, limit)
 
     # --- room users ----------------------------------------------------------------------------
 

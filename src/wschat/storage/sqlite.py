@@ -300,10 +300,6 @@ class SqliteStore:
         rows = self._run(lambda db: db.execute(query, params).fetchall())
         return [Member(room, str(cid), str(name)) for cid, name in rows]
 
-    def room_size(self, room: str, *, limit: int) -> int:
-        query = 'SELECT count(*) FROM (SELECT 1 FROM "chat-members" WHERE room = ? LIMIT ?)'
-        return int(self._run(lambda db: db.execute(query, (room, max(0, limit))).fetchone()[0]))
-
     def room_member_ids(self, room: str, *, after: str | None = None, limit: int) -> list[str]:
         query = 'SELECT connectionId FROM "chat-members" WHERE room = ? AND connectionId > ?'
         params = (room, after or "", max(0, limit))
@@ -549,13 +545,13 @@ class SqliteStore:
         )
         return [_room(row) for row in rows]
 
-    def room_member_count(self, room: str) -> int:
-        row = self._run(
-            lambda db: db.execute(
-                'SELECT COUNT(*) FROM "chat-members" WHERE room = ?', (room,)
-            ).fetchone()
-        )
-        return int(row[0])
+    def room_member_count(self, room: str, *, limit: int | None = None) -> int:
+        query = 'SELECT COUNT(*) FROM "chat-members" WHERE room = ?'
+        params: tuple[object, ...] = (room,)
+        if limit is not None:  # the index is walked no further than the limit
+            query = 'SELECT COUNT(*) FROM (SELECT 1 FROM "chat-members" WHERE room = ? LIMIT ?)'
+            params = (room, max(0, limit))
+        return int(self._run(lambda db: db.execute(query, params).fetchone()[0]))
 
     # --- room users --------------------------------------------------------------------------
 
