@@ -27,6 +27,7 @@ from workloads.common import (
     ConnectResult,
     Context,
     Deliveries,
+    Goal,
     cell_reason,
     connect,
     count_of,
@@ -38,6 +39,7 @@ from workloads.common import (
     percentile,
     ratio,
     running,
+    share_goal,
     snapshot,
     start_failure,
     table,
@@ -462,6 +464,35 @@ def cpu_per_message(step: Step | None) -> str:
         return "-"
     cost = {g: cores * step.wall / step.sent * 1e6 for g, cores in step.server_cpu.items()}
     return " + ".join(f"{g} {us:,.0f}" for g, us in cost.items())
+
+
+def deliveries_and_p99(step: Step) -> str:
+    """A summary's headline cell: the step's deliveries/s and its p99."""
+    return num(step.throughput) + " / " + ms(step.p99)
+
+
+def report(runs: dict[str, Run], steps: str, summary: str, offered: str) -> str:
+    """A broadcast workload's markdown: its steps and summary tables, then what was offered
+    and each run's own notes."""
+    notes = [offered]
+    for r in runs.values():
+        notes.extend(run_notes(r))
+    return "\n\n".join([steps, summary, "\n".join(notes)])
+
+
+def ceiling_goal(workload: str, runs: dict[str, Run], share: float) -> Goal:
+    """Issue 14's goal for a broadcast workload: wschat's peak at least ``share`` of the
+    ceiling's."""
+    rates = peak_rates(runs)
+    return share_goal(
+        workload,
+        f"(issue 14) at least {share}x the ceiling's deliveries per second",
+        rates["wschat"],
+        rates["ceiling"],
+        share,
+        "deliveries/s",
+        load_bound=load_bound(runs, "wschat", "ceiling"),
+    )
 
 
 def load_bound(runs: dict[str, Run], *names: str) -> bool:

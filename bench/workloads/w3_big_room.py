@@ -11,11 +11,11 @@ from __future__ import annotations
 from workloads.broadcast import (
     Plan,
     Run,
-    load_bound,
+    ceiling_goal,
     measure,
     peak_rates,
     plot_latency,
-    run_notes,
+    report,
     steps_table,
     summary_table,
 )
@@ -80,7 +80,7 @@ def run(ctx: Context) -> Section:
         runs, "sender rate", [(label_of(r), r * args.w3_members) for r in args.w3_rates]
     )
     summary = summary_table(runs, at_goal, f"p99 at {at_goal} (ms)", lambda s: ms(s.p99))
-    notes = [
+    offered = (
         f"Offered: {args.w3_members:,} members in one room (connected {args.connect_concurrency} "
         f"at a time), one sender at {', '.join(f'{r:g}' for r in args.w3_rates)} messages/s, "
         f"{args.step_seconds:g} s per step, then up to {args.drain_cap:g} s for the step's "
@@ -90,11 +90,9 @@ def run(ctx: Context) -> Section:
         "one core busy the whole step, waiting for deliveries included); the servers are pinned "
         "to CPU 0, the load generator to CPU 1; CPU 0 / CPU 1 busy: how busy each core was, "
         "whoever used it (the kernel's loopback work and other processes on the machine "
-        "included).",
-    ]
-    for r in runs.values():
-        notes.extend(run_notes(r))
-    markdown = "\n\n".join([steps, summary, "\n".join(notes)])
+        "included)."
+    )
+    markdown = report(runs, steps, summary, offered)
 
     plot = ctx.plots_dir / "w3_latency.png"
     plot_latency(
@@ -108,15 +106,7 @@ def run(ctx: Context) -> Section:
     goal_step = ours.step(at_goal)
     over_peer = peak_rate("wschat") / peak_rate("peer")
     goals = [
-        share_goal(
-            "W3",
-            f"(issue 14) at least {GOAL_SHARE}x the ceiling's deliveries per second",
-            peak_rate("wschat"),
-            peak_rate("ceiling"),
-            GOAL_SHARE,
-            "deliveries/s",
-            load_bound=load_bound(runs, "wschat", "ceiling"),
-        ),
+        ceiling_goal("W3", runs, GOAL_SHARE),
         share_goal(
             "W3",
             f"(issue 14) at least {GOAL_BUN}x Bun's deliveries per second",

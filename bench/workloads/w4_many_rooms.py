@@ -10,10 +10,12 @@ from __future__ import annotations
 from workloads.broadcast import (
     Plan,
     Run,
+    ceiling_goal,
+    deliveries_and_p99,
     measure,
     peak_rates,
     plot_latency,
-    run_notes,
+    report,
     steps_table,
     summary_table,
 )
@@ -23,10 +25,7 @@ from workloads.common import (
     Context,
     Goal,
     Section,
-    ms,
-    num,
     ratio,
-    share_goal,
 )
 
 GOAL_SHARE = 0.5
@@ -87,21 +86,16 @@ def run(ctx: Context) -> Section:
         [(label_of(r), r * total * args.w4_room_size) for r in args.w4_rates],
     )
     summary = summary_table(
-        runs,
-        headline,
-        f"at {headline}: deliveries/s / p99 (ms)",
-        lambda s: num(s.throughput) + " / " + ms(s.p99),
+        runs, headline, f"at {headline}: deliveries/s / p99 (ms)", deliveries_and_p99
     )
-    notes = [
+    offered = (
         f"Offered: {args.w4_rooms} rooms of {args.w4_room_size} "
         f"(connected {args.connect_concurrency} at a time), every member sending to its room "
         f"at {', '.join(f'{r:g}' for r in args.w4_rates)} messages/s, {args.step_seconds:g} s "
         f"per step, then up to {args.drain_cap:g} s for the step's deliveries to arrive. "
-        "Columns as in W3.",
-    ]
-    for r in runs.values():
-        notes.extend(run_notes(r))
-    markdown = "\n\n".join([steps, summary, "\n".join(notes)])
+        "Columns as in W3."
+    )
+    markdown = report(runs, steps, summary, offered)
 
     plot = ctx.plots_dir / "w4_latency.png"
     plot_latency(
@@ -112,14 +106,7 @@ def run(ctx: Context) -> Section:
 
     over_peer = peak_rate("wschat") / peak_rate("peer")
     goals = [
-        share_goal(
-            "W4",
-            f"(issue 14) at least {GOAL_SHARE}x the ceiling's deliveries per second",
-            peak_rate("wschat"),
-            peak_rate("ceiling"),
-            GOAL_SHARE,
-            "deliveries/s",
-        ),
+        ceiling_goal("W4", runs, GOAL_SHARE),
         Goal(
             "W4",
             f"at least {GOAL_PEER:.0f}x the peer's throughput",

@@ -13,14 +13,15 @@ from __future__ import annotations
 from workloads.broadcast import (
     Plan,
     Run,
+    ceiling_goal,
+    deliveries_and_p99,
     measure,
-    peak_rates,
     plot_latency,
-    run_notes,
+    report,
     steps_table,
     summary_table,
 )
-from workloads.common import SYSTEM_ORDER, ConnectResult, Context, Section, ms, num, share_goal
+from workloads.common import SYSTEM_ORDER, ConnectResult, Context, Section
 
 ROOM = "crowd"
 GOAL_SHARE = 0.8
@@ -70,22 +71,17 @@ def run(ctx: Context) -> Section:
         runs, "rate per sender", [(label_of(r), r * per_step) for r in args.w7_rates]
     )
     summary = summary_table(
-        runs,
-        headline,
-        f"at {headline}: deliveries/s / p99 (ms)",
-        lambda s: num(s.throughput) + " / " + ms(s.p99),
+        runs, headline, f"at {headline}: deliveries/s / p99 (ms)", deliveries_and_p99
     )
-    notes = [
+    offered = (
         f"Offered: {args.w7_members:,} members in one room (connected "
         f"{args.connect_concurrency} at a time), {args.w7_senders} of them sending to it at "
         f"{', '.join(f'{r:g}' for r in args.w7_rates)} messages/s each "
         f"({', '.join(f'{r * args.w7_senders:g}' for r in args.w7_rates)} messages/s in all), "
         f"{args.w7_step_seconds:g} s per step, then up to {args.drain_cap:g} s for the step's "
-        "deliveries to arrive. Columns as in W3.",
-    ]
-    for r in runs.values():
-        notes.extend(run_notes(r))
-    markdown = "\n\n".join([steps, summary, "\n".join(notes)])
+        "deliveries to arrive. Columns as in W3."
+    )
+    markdown = report(runs, steps, summary, offered)
 
     plot = ctx.plots_dir / "w7_latency.png"
     plot_latency(
@@ -93,17 +89,7 @@ def run(ctx: Context) -> Section:
         plot,
         f"W7: one room of {args.w7_members:,}, {args.w7_senders} senders stepping up",
     )
-    rates = peak_rates(runs)
-    goals = [
-        share_goal(
-            "W7",
-            f"(issue 14) at least {GOAL_SHARE}x the ceiling's deliveries per second",
-            rates["wschat"],
-            rates["ceiling"],
-            GOAL_SHARE,
-            "deliveries/s",
-        )
-    ]
+    goals = [ceiling_goal("W7", runs, GOAL_SHARE)]
     return Section(
         "W7",
         f"W7 many senders: {args.w7_senders} senders in one room of {args.w7_members:,}",
