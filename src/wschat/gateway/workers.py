@@ -195,6 +195,10 @@ class WorkerProcess:
                 # when the gateway dies: its pipe closes.)
                 start_new_session=True,
             )
+        except BaseException:
+            for fd in (to_child_w, from_child_r, output_r):  # no process to read or write
+                os.close(fd)
+            raise
         finally:
             os.close(to_child_r)
             os.close(from_child_w)
