@@ -880,3 +880,26 @@ def test_stores_opening_a_new_file_at_once_migrate_it_once(tmp_path: Path) -> No
     finally:
         for each in opened:
             each.close()
+
+
+def test_a_store_opens_while_another_connection_holds_the_files_write_lock(tmp_path: Path) -> None:
+    # The switch to WAL needs an exclusive lock; with another writer holding the file, SQLite
+    # answers "database is locked" at once instead of waiting, so the store must wait itself.
+    path = tmp_path / "wschat.sqlite3"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE elsewhere (x)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO elsewhere VALUES (1)")
+    released = threading.Timer(0.2, lambda: other.execute("COMMIT"))
+    released.start()
+    try:
+        store = SqliteStore(path)
+    finally:
+        released.join()
+        other.close()
+    try:
+        say(store, "lobby", "hi")
+        assert [m.text for m in store.message_history("lobby").messages] == ["hi"]
+    finally:
+        store.close()
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"

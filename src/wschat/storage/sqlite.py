@@ -38,6 +38,7 @@ from wschat.storage.sqlite_schema import migrate
 
 _PAGE_SIZE = 1000  # ids read per query while scanning, like a DynamoDB Scan page
 _IN_CHUNK = 500  # values per "IN (...)": well under SQLite's limit on bound parameters
+_BUSY_TIMEOUT = 10.0  # seconds a statement waits for another process's lock
 _MESSAGE_COLUMNS = "room, id, sender, text, ts, clientId, recipient, editedAt, deletedAt"
 T = TypeVar("T")
 Reactions = dict[str, tuple[str, ...]]
@@ -95,6 +96,24 @@ def _room_user(row: Sequence[Any]) -> RoomUser:
     )
 
 
+def _use_wal(db: sqlite3.Connection) -> None:
+    """Switch the file to WAL, waiting out other processes switching it at the same moment.
+
+    Changing the journal mode upgrades a shared lock to an exclusive one. When two connections
+    do that at once, SQLite answers one of them "database is locked" at once rather than calling
+    its busy handler (waiting there could deadlock), so the wait is this loop's.
+    """
+    deadline = time.monotonic() + _BUSY_TIMEOUT
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+
+
 class SqliteStore:
     def __init__(self, path: str | Path, *, scan_page_size: int | None = None) -> None:
         self.path = str(path)
@@ -105,9 +124,9 @@ class SqliteStore:
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: autocommit, and explicit BEGIN for multi-step writes.
             self._db = sqlite3.connect(
-                self.path, timeout=10, isolation_level=None, check_same_thread=False
+                self.path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
+            _use_wal(self._db)
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA wal_autocheckpoint=10000")
             migrate(self._db)
