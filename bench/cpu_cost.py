@@ -29,16 +29,17 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from loadgen import Fleet, raise_nofile_limit  # noqa: E402
-from systems import PRESENCE_DEFAULT, Wschat, cpu_seconds  # noqa: E402
+from systems import PRESENCE_DEFAULT, Ceiling, Floor, System, Wschat, cpu_seconds  # noqa: E402
 
 PROCESSES = 4
+SYSTEMS: dict[str, type[System]] = {"wschat": Wschat, "floor": Floor, "ceiling": Ceiling}
 
 
-def cpu_by_group(system: Wschat, pids: dict[str, list[int]]) -> dict[str, float]:
+def cpu_by_group(system: System, pids: dict[str, list[int]]) -> dict[str, float]:
     return {group: sum(cpu_seconds(p) for p in ps) for group, ps in pids.items()}
 
 
-def connect_args(system: Wschat, targets: list[tuple[str | None, str]], in_flight: int) -> list:
+def connect_args(system: System, targets: list[tuple[str | None, str]], in_flight: int) -> list:
     return [
         {
             "host": system.host,
@@ -52,7 +53,7 @@ def connect_args(system: Wschat, targets: list[tuple[str | None, str]], in_fligh
     ]
 
 
-def w4(system: Wschat, fleet: Fleet, seconds: float = 4.0) -> None:
+def w4(system: System, fleet: Fleet, seconds: float = 4.0) -> None:
     def room(i: int) -> str:
         return f"r{i // 10:03d}"
 
@@ -68,7 +69,7 @@ def w4(system: Wschat, fleet: Fleet, seconds: float = 4.0) -> None:
                 "rate": 1.0 * len(ids),  # 1 msg/s from each member
                 "duration": seconds,
                 "tag": f"cost{rep}",
-                "fmt": "chat",
+                "fmt": system.fmt,
             }
             for ids in (list(range(k, 1000, PROCESSES)) for k in range(PROCESSES))
         ]
@@ -80,7 +81,7 @@ def w4(system: Wschat, fleet: Fleet, seconds: float = 4.0) -> None:
             print(f"W4 {sent:,} messages: " + describe(cost) + " us per message", flush=True)
 
 
-def w2(system: Wschat, fleet: Fleet, connects: int = 5000) -> None:
+def w2(system: System, fleet: Fleet, connects: int = 5000) -> None:
     pids = system.groups()
     before = cpu_by_group(system, pids)
     replies = fleet.all(
@@ -101,10 +102,16 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("workload", choices=["w4", "w2"])
     p.add_argument("--presence", action="store_true", help="presence events on (the default)")
+    p.add_argument(
+        "--system",
+        choices=list(SYSTEMS),
+        default="wschat",
+        help="the server measured: wschat serve (default), the floor or the ceiling",
+    )
     args = p.parse_args()
     raise_nofile_limit()
     with tempfile.TemporaryDirectory(prefix="wschat-cost-") as work:
-        system = Wschat(Path(work), {0})
+        system = SYSTEMS[args.system](Path(work), {0})
         fleet = Fleet(PROCESSES, {1})
         try:
             system.start(**(PRESENCE_DEFAULT if args.presence else {}))

@@ -43,6 +43,7 @@ from systems import (  # noqa: E402
     CHAT_ENV,
     Bun,
     Ceiling,
+    Floor,
     Peer,
     System,
     Wschat,
@@ -61,7 +62,7 @@ WORKLOADS = {
     "w5": "workloads.w5_fanout",
     "w6": "workloads.w6_aws_scale",
 }
-SYSTEMS = ("wschat", "ceiling", "bun", "peer")
+SYSTEMS = ("wschat", "ceiling", "floor", "bun", "peer")
 SERVER_WORKLOADS = ("w1", "w2", "w3", "w4", "w7")  # those that start the servers
 DOC = ROOT / "docs" / "benchmarks.md"
 FASTER = BENCH / "what_made_it_faster.md"
@@ -250,13 +251,20 @@ def main(argv: list[str] | None = None) -> int:
     if load_cpus:
         os.sched_setaffinity(0, load_cpus)
     workdir = Path(tempfile.mkdtemp(prefix="wschat-bench-"))
-    wschat, ceiling, bun, peer = (
+    wschat, ceiling, floor, bun, peer = (
         Wschat(workdir, server_cpus),
         Ceiling(workdir, server_cpus),
+        Floor(workdir, server_cpus),
         Bun(workdir, server_cpus),
         Peer(workdir, server_cpus),
     )
-    systems: dict[str, System] = {"wschat": wschat, "ceiling": ceiling, "bun": bun, "peer": peer}
+    systems: dict[str, System] = {
+        "wschat": wschat,
+        "ceiling": ceiling,
+        "floor": floor,
+        "bun": bun,
+        "peer": peer,
+    }
     fleet: Fleet | None = None
     report = Report()
     sections: list[Section] = []

@@ -3,6 +3,8 @@
 - ``wschat``: ``wschat serve`` (the project's template, a temporary ``--data-dir``, the embedded
   SQLite store, ``--log-level WARNING``) running wschat's handlers in its worker processes;
 - ``ceiling``: bench/ceiling_server.py, a bare ``websockets`` broadcast server with rooms;
+- ``floor``: bench/floor_server.py, the least a Python gateway does per message under wschat's
+  semantics (an invocation in a worker process, stored in SQLite before it is delivered);
 - ``bun``: bench/bun_ceiling/server.js on Bun (npm ``bun``, pinned in
   bench/bun_ceiling/package-lock.json): the same broadcast server, compiled (uWebSockets);
 - ``peer``: serverless-offline (npm ``serverless@3`` + ``serverless-offline@13``) running the
@@ -374,6 +376,25 @@ class Ceiling(System):
 
     def path(self, room: str | None, name: str) -> str:
         return f"/?room={room}" if room else "/"
+
+
+class Floor(Ceiling):
+    name = "floor"
+    label = "floor (invocation + SQLite, nothing else)"
+    fmt = "chat"
+
+    def command(self, data_dir: Path) -> tuple[list[str], dict[str, str], Path]:
+        argv, env, cwd = super().command(data_dir)
+        argv[1] = str(BENCH / "floor_server.py")
+        return [*argv, "--data-dir", str(data_dir)], env, cwd
+
+    def path(self, room: str | None, name: str) -> str:
+        return f"/?name={name}" + (f"&room={room}" if room else "")
+
+    def groups(self) -> dict[str, list[int]]:
+        assert self.proc is not None
+        tree = process_tree(self.proc.pid)
+        return {"gateway": tree[:1], "workers": tree[1:]}
 
 
 class Bun(Ceiling):

@@ -22,7 +22,6 @@ from typing import Any
 from systems import System, cpu_busy, cpu_times
 from workloads.common import (
     CEILINGS,
-    SYSTEM_ORDER,
     Aborted,
     ConnectResult,
     Context,
@@ -344,7 +343,13 @@ def plot_latency(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"wschat": "tab:blue", "ceiling": "tab:green", "bun": "tab:purple", "peer": "tab:red"}
+    colors = {
+        "wschat": "tab:blue",
+        "ceiling": "tab:green",
+        "floor": "tab:orange",
+        "bun": "tab:purple",
+        "peer": "tab:red",
+    }
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for run in runs:
         if run.outcome is None or not run.outcome.steps:
@@ -484,7 +489,7 @@ def ceiling_goal(workload: str, runs: dict[str, Run], share: float) -> Goal:
     """Issue 14's goal for a broadcast workload: wschat's peak at least ``share`` of the
     ceiling's."""
     rates = peak_rates(runs)
-    return share_goal(
+    goal = share_goal(
         workload,
         f"(issue 14) at least {share}x the ceiling's deliveries per second",
         rates["wschat"],
@@ -493,6 +498,9 @@ def ceiling_goal(workload: str, runs: dict[str, Run], share: float) -> Goal:
         "deliveries/s",
         load_bound=load_bound(runs, "wschat", "ceiling"),
     )
+    if "floor" in runs:
+        goal.measured += f"; the floor: {ratio(rates['floor'], rates['ceiling'])}"
+    return goal
 
 
 def load_bound(runs: dict[str, Run], *names: str) -> bool:
@@ -516,12 +524,12 @@ def peak_rates(runs: dict[str, Run]) -> dict[str, float]:
 def steps_table(runs: dict[str, Run], first: str, steps: Sequence[tuple[str, float]]) -> str:
     """Per step (label, offered deliveries/s): every server's deliveries/s, p50 and p99."""
     header = [first, "offered deliveries/s"]
-    for name in SYSTEM_ORDER:
+    for name in runs:
         header += [f"{name} deliveries/s", f"{name} p50 (ms)", f"{name} p99 (ms)"]
     rows = []
     for label, offered in steps:
         row = [label, num(offered)]
-        for name in SYSTEM_ORDER:
+        for name in runs:
             row += step_cells(runs[name], label, reached=True)
         rows.append(row)
     return table(header, rows)
@@ -535,7 +543,7 @@ def summary_table(
     used at the peak."""
     peaks = {name: peak(r.outcome) for name, r in runs.items()}
     rates = peak_rates(runs)
-    bases = [*CEILINGS, ("peer", "x peer")]
+    bases = [*CEILINGS, *([("floor", "x floor")] if "floor" in runs else []), ("peer", "x peer")]
     header = [
         "server",
         "members",
@@ -548,8 +556,7 @@ def summary_table(
         "CPU 0 / CPU 1 busy at peak",
     ]
     rows = []
-    for name in SYSTEM_ORDER:
-        r = runs[name]
+    for name, r in runs.items():
         p = peaks[name]
         if r.failed and not r.members:
             rows.append([r.label, r.failed, *[""] * (len(header) - 2)])

@@ -18,6 +18,9 @@ from loadgen import Fleet, LoadGenError
 from systems import ServerFailed, System
 
 SYSTEM_ORDER = ("wschat", "ceiling", "bun", "peer")
+# W2 and W4, whose issue-14 ratios to the ceiling are short, also run the floor
+# (bench/floor_server.py): the least any Python gateway keeping wschat's semantics spends.
+WITH_FLOOR = ("wschat", "ceiling", "floor", "bun", "peer")
 # The ceilings every workload with servers compares with: "x ceiling", "x Bun".
 CEILINGS = (("ceiling", "x ceiling"), ("bun", "x Bun"))
 # Peer safety: serverless-offline starts one Python process per concurrent invocation, without a

@@ -20,7 +20,7 @@ from workloads.broadcast import (
     summary_table,
 )
 from workloads.common import (
-    SYSTEM_ORDER,
+    WITH_FLOOR,
     ConnectResult,
     Context,
     Goal,
@@ -71,7 +71,7 @@ def measure_one(ctx: Context, name: str) -> Run:
 
 
 def run(ctx: Context) -> Section:
-    runs = {name: measure_one(ctx, name) for name in SYSTEM_ORDER}
+    runs = {name: measure_one(ctx, name) for name in WITH_FLOOR}
     args = ctx.args
     total = args.w4_rooms * args.w4_room_size
     rates = peak_rates(runs)
